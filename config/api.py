@@ -1,0 +1,75 @@
+"""API conventions shared by every app: one error shape and one pagination."""
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class StandardPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ApplicationError(Exception):
+    """A foreseeable failure of a service, reported to the client as a 4xx."""
+
+    def __init__(self, message: str, *, field: str | None = None, status_code=400):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status_code = status_code
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            inner = _first_message(value)
+            return inner if key == "non_field_errors" else f"{key}: {inner}"
+        return "Invalid input."
+    if isinstance(detail, list):
+        return _first_message(detail[0]) if detail else "Invalid input."
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    """Render every API error as ``{"message", "code", "fields"}``.
+
+    ``message`` is human-readable and names the field at fault; ``fields`` maps each
+    field to its messages (empty when the error is not about one field).
+    """
+    if isinstance(exc, ApplicationError):
+        fields = {exc.field: [exc.message]} if exc.field else {}
+        message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return Response(
+            {"message": message, "code": "invalid", "fields": fields},
+            status=exc.status_code,
+        )
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    fields = detail if isinstance(detail, dict) and "detail" not in detail else {}
+    if isinstance(detail, list):
+        fields = {"non_field_errors": detail}
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    if not isinstance(code, str):
+        code = (
+            "invalid"
+            if response.status_code == status.HTTP_400_BAD_REQUEST
+            else "error"
+        )
+    response.data = {"message": _first_message(detail), "code": code, "fields": fields}
+    return response

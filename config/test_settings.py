@@ -1,0 +1,18 @@
+"""Settings for the test suite: the real settings, plus what only tests may relax."""
+
+import os
+
+# Tests never need a real secret; production settings still require one.
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import CACHES, REDIS_URL  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {  # noqa: F405
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if REDIS_URL:
+    # Keep test keys apart from a developer's own cache in the same Redis.
+    CACHES["default"]["KEY_PREFIX"] = "kindred-test"

@@ -1,0 +1,77 @@
+from django.conf import settings
+from django.db import models
+
+
+class UserEmbedding(models.Model):
+    """A member's vector under one embedding model version (float32 bytes)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="embeddings"
+    )
+    model = models.ForeignKey(
+        "registry.MLModel", on_delete=models.CASCADE, related_name="embeddings"
+    )
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "user"], name="embedding_one_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"embedding of {self.user_id} ({self.model_id})"
+
+
+class UserFeatures(models.Model):
+    """The feature store: one row per member and feature version."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="features"
+    )
+    feature_version = models.CharField(max_length=32)
+    feature_set = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "user features"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["feature_version", "user"], name="features_one_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"features {self.feature_version} of {self.user_id}"
+
+
+class RecommendationLog(models.Model):
+    """An impression: who was shown whom, where, by which models and arm."""
+
+    request_id = models.UUIDField(db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    shown_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    position = models.PositiveSmallIntegerField()
+    score = models.FloatField(null=True)
+    sources = models.JSONField(default=list)
+    strategy = models.CharField(max_length=32)
+    model_versions = models.JSONField(default=dict)
+    experiment = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="impression_user_time"),
+            models.Index(
+                fields=["experiment", "created_at"], name="impression_arm_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.shown_user_id} at {self.position}"

@@ -1,0 +1,109 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelKind(models.TextChoices):
+    EMBEDDING = "embedding", "Embedding"
+    RANKING = "ranking", "Ranking"
+
+
+class MLModel(models.Model):
+    """A trained model version. At most one active per kind, enforced by the database.
+
+    An inactive version with ``traffic_percent`` > 0 is the kind's challenger in an
+    A/B test: it serves that share of members (a stable hash bucket).
+    """
+
+    kind = models.CharField(max_length=16, choices=ModelKind.choices)
+    version = models.PositiveIntegerField()
+    artifact = models.FileField(upload_to="models/", max_length=255, blank=True)
+    artifact_sha256 = models.CharField(max_length=64, blank=True)
+    artifact_size = models.BigIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    feature_version = models.CharField(max_length=32, blank=True)
+    training_window_start = models.DateTimeField(null=True, blank=True)
+    training_window_end = models.DateTimeField(null=True, blank=True)
+    data_counts = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=False)
+    traffic_percent = models.PositiveSmallIntegerField(default=0)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = "ML model"
+        ordering = ["kind", "-version"]
+        permissions = [
+            ("promote_mlmodel", "Can promote, roll back and A/B-test model versions"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "version"], name="mlmodel_kind_version"
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(is_active=True),
+                name="mlmodel_one_active_per_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(is_active=False, traffic_percent__gt=0),
+                name="mlmodel_one_challenger_per_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(traffic_percent__lte=100),
+                name="mlmodel_traffic_percent_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.version}{' (active)' if self.is_active else ''}"
+
+
+class ActivationAction(models.TextChoices):
+    PROMOTE = "promote", "Promote"
+    ROLLBACK = "rollback", "Roll back"
+    DEACTIVATE = "deactivate", "Deactivate"
+    CHALLENGER = "challenger", "Set challenger traffic"
+
+
+class ModelActivation(models.Model):
+    """Append-only audit log of every change to which model version serves."""
+
+    kind = models.CharField(max_length=16, choices=ModelKind.choices)
+    action = models.CharField(max_length=16, choices=ActivationAction.choices)
+    from_model = models.ForeignKey(
+        MLModel, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    to_model = models.ForeignKey(
+        MLModel, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Who acted when there is no user row: "cli", "auto-promotion", "celery".
+    actor_label = models.CharField(max_length=150, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["kind", "-created_at"], name="activation_kind_time")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.kind}: {self.from_model_id} → {self.to_model_id}"
