@@ -20,10 +20,18 @@ env = environ.Env()
 # A local .env (never committed) is read if present; real environment variables win.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated variable; set-but-empty means an empty list."""
+    return [
+        item.strip() for item in env(name, default=default).split(",") if item.strip()
+    ]
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env("DJANGO_SECRET_KEY")
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -35,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "corsheaders",
     "accounts",
     "interactions",
@@ -78,7 +87,7 @@ if EMBEDDED_DATABASE:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(env("SQLITE_PATH", default=str(BASE_DIR / "db.sqlite3"))),
+            "NAME": env("SQLITE_PATH", default="") or str(BASE_DIR / "db.sqlite3"),
             # Writers wait for each other instead of failing with "database is locked".
             "OPTIONS": {"timeout": 20},
         }
@@ -112,8 +121,8 @@ if REDIS_URL:
             "TIMEOUT": 300,
         }
     }
-    CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-    CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+    CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL
+    CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="") or REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
 else:
     CACHES = {
@@ -145,9 +154,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = env("STATIC_ROOT", default="") or str(BASE_DIR / "staticfiles")
 MEDIA_URL = "media/"
-MEDIA_ROOT = env("MEDIA_ROOT", default=str(BASE_DIR / "media"))
+MEDIA_ROOT = env("MEDIA_ROOT", default="") or str(BASE_DIR / "media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -182,13 +191,17 @@ SPECTACULAR_SETTINGS = {
     "matches and two-stage recommendations.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from our own static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
 # Request bodies of the API are small JSON documents; refuse anything larger.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 
 # --- CORS -----------------------------------------------------------------------
-CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = DEBUG and env.bool("CORS_ALLOW_ALL_IN_DEBUG", default=True)
 
 # --- Security (production) ------------------------------------------------------

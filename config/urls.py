@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.health import health_live, health_ready
+
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("interactions.api.urls")),
@@ -9,6 +11,8 @@ api_v1 = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health/live", health_live, name="health-live"),
+    path("health/ready", health_ready, name="health-ready"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

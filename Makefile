@@ -1,0 +1,51 @@
+# Kindred: the two commands of the README are `make run` and `make test`.
+# Everything else here is what those two are made of.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_USERS ?= 2000
+DEMO_SEED ?= 42
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test install setup serve lint check
+
+## make run: install, migrate, seed demo data, print an admin login, serve on :8000
+run: setup serve
+
+## make test: install and run the whole test suite (uses DATABASE_URL/REDIS_URL if set)
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# A local .env with a freshly generated secret key, made once and never committed.
+.env:
+	@echo "DJANGO_SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
+	@echo "Wrote .env with a new DJANGO_SECRET_KEY (see .env.example for every setting)."
+
+setup: install .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py seed_demo --users $(DEMO_USERS) --seed $(DEMO_SEED)
+	$(PY) manage.py ensure_admin --reset-password
+
+serve: install .env
+	@echo "Kindred on http://$(HOST):$(PORT)/  admin: /admin/  API docs: /api/docs/"
+	GUNICORN_BIND=$(HOST):$(PORT) $(VENV)/bin/gunicorn -c config/gunicorn.conf.py config.wsgi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check: install
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
