@@ -1,0 +1,259 @@
+"""Writes of the accounts app: sign-up, log-in tokens, profile and preferences."""
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from accounts.models import Gender, Preferences, Profile, User, age_on
+from config.api import ApplicationError
+from recommender.cache import recommendations_cache_invalidate
+
+MINIMUM_AGE = 18
+MAXIMUM_AGE = 120
+MAX_INTERESTS = 30
+# last_active_at is a recency signal, not an audit trail: one write per window is
+# enough and keeps frequent requests from rewriting the row.
+ACTIVITY_RESOLUTION = dt.timedelta(minutes=5)
+
+PROFILE_FIELDS = frozenset(
+    {
+        "display_name",
+        "birth_date",
+        "gender",
+        "city",
+        "latitude",
+        "longitude",
+        "bio",
+        "interests",
+        "is_visible",
+    }
+)
+PREFERENCES_FIELDS = frozenset(
+    {"seeking_genders", "min_age", "max_age", "max_distance_km"}
+)
+
+
+def interests_normalize(*, interests: Iterable[str]) -> list[str]:
+    """Lower-case, trim and deduplicate interests, keeping their first order.
+
+    Raises ``ApplicationError`` (field ``interests``) beyond ``MAX_INTERESTS`` items.
+    """
+    normalized: list[str] = []
+    for interest in interests:
+        value = " ".join(str(interest).split()).lower()
+        if value and value not in normalized:
+            normalized.append(value)
+    if len(normalized) > MAX_INTERESTS:
+        raise ApplicationError(
+            f"At most {MAX_INTERESTS} distinct interests are allowed.",
+            field="interests",
+        )
+    return normalized
+
+
+def _validate_birth_date(birth_date: dt.date) -> None:
+    today = timezone.localdate()
+    if birth_date > today:
+        raise ApplicationError("Must not be in the future.", field="birth_date")
+    age = age_on(birth_date, today)
+    if age < MINIMUM_AGE:
+        raise ApplicationError(
+            f"Members must be at least {MINIMUM_AGE} years old.", field="birth_date"
+        )
+    if age > MAXIMUM_AGE:
+        raise ApplicationError("Is not a plausible birth date.", field="birth_date")
+
+
+def _validate_profile(profile: Profile) -> None:
+    _validate_birth_date(profile.birth_date)
+    if profile.gender not in Gender.values:
+        raise ApplicationError("Is not a valid choice.", field="gender")
+    if (profile.latitude is None) != (profile.longitude is None):
+        field = "longitude" if profile.longitude is None else "latitude"
+        raise ApplicationError(
+            "Latitude and longitude go together: give both or neither.", field=field
+        )
+    for field, limit in (("latitude", 90), ("longitude", 180)):
+        value = getattr(profile, field)
+        if value is not None and not -limit <= value <= limit:
+            raise ApplicationError(
+                f"Must be between -{limit} and {limit}.", field=field
+            )
+
+
+def _validate_preferences(preferences: Preferences) -> None:
+    # Reported under "preferences", as the API nests these fields there.
+    def invalid(field: str, message: str) -> ApplicationError:
+        return ApplicationError(f"{field}: {message}", field="preferences")
+
+    if not preferences.seeking_genders:
+        raise invalid("seeking_genders", "Choose at least one gender.")
+    unknown = set(preferences.seeking_genders) - set(Gender.values)
+    if unknown:
+        raise invalid("seeking_genders", f"Unknown: {', '.join(sorted(unknown))}.")
+    for field in ("min_age", "max_age"):
+        if not MINIMUM_AGE <= getattr(preferences, field) <= MAXIMUM_AGE:
+            raise invalid(field, f"Must be between {MINIMUM_AGE} and {MAXIMUM_AGE}.")
+    if preferences.min_age > preferences.max_age:
+        raise invalid("max_age", "Must not be less than min_age.")
+    if preferences.max_distance_km is not None and preferences.max_distance_km < 1:
+        raise invalid("max_distance_km", "Must be at least 1 (null: any distance).")
+
+
+def _apply(instance, fields: Mapping[str, Any], allowed: frozenset[str]) -> list[str]:
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ApplicationError(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    return list(fields)
+
+
+def _dedupe(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+@transaction.atomic
+def account_create(
+    *,
+    username: str,
+    password: str,
+    display_name: str,
+    birth_date: dt.date,
+    gender: str,
+    city: str = "",
+    latitude: float | None = None,
+    longitude: float | None = None,
+    bio: str = "",
+    interests: Iterable[str] = (),
+    preferences: Mapping[str, Any] | None = None,
+) -> User:
+    """Create a member: the user, their profile and their preferences, atomically.
+
+    Preferences default to seeking every gender, ages 18-99, any distance. Raises
+    ``ApplicationError`` naming the field for a taken username, a weak password, an
+    under-age or future birth date, half a location or inconsistent preferences.
+    """
+    username = User.normalize_username(username)
+    if User.objects.filter(username__iexact=username).exists():
+        raise ApplicationError("This username is already taken.", field="username")
+
+    user = User(username=username)
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as error:
+        raise ApplicationError(" ".join(error.messages), field="password") from None
+    user.set_password(password)
+
+    profile = Profile(
+        user=user,
+        display_name=display_name,
+        birth_date=birth_date,
+        gender=gender,
+        city=city,
+        latitude=latitude,
+        longitude=longitude,
+        bio=bio,
+        interests=interests_normalize(interests=interests),
+        last_active_at=timezone.now(),
+    )
+    _validate_profile(profile)
+    prefs = Preferences(user=user, seeking_genders=list(Gender.values))
+    _apply(prefs, preferences or {}, PREFERENCES_FIELDS)
+    prefs.seeking_genders = _dedupe(prefs.seeking_genders)
+    _validate_preferences(prefs)
+
+    try:
+        # A savepoint, so a concurrent sign-up with the same name fails cleanly.
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        raise ApplicationError(
+            "This username is already taken.", field="username"
+        ) from None
+    profile.user = user
+    profile.save()
+    prefs.user = user
+    prefs.save()
+    return user
+
+
+def auth_token_obtain(*, username: str, password: str) -> str:
+    """Return the API token of the member with these credentials, creating it once.
+
+    Raises ``ApplicationError`` for wrong credentials or an inactive account, without
+    saying which part was wrong.
+    """
+    user = authenticate(username=username, password=password)
+    if user is None:
+        raise ApplicationError("Unable to log in with the provided credentials.")
+    # get_or_create retries the read when a parallel log-in created the token first.
+    token, _ = Token.objects.get_or_create(user=user)
+    profile_touch(user_id=user.pk)
+    return token.key
+
+
+def profile_touch(*, user_id: int) -> None:
+    """Record that the member is active now (at most one write per few minutes)."""
+    now = timezone.now()
+    Profile.objects.filter(user_id=user_id).filter(
+        Q(last_active_at__isnull=True) | Q(last_active_at__lt=now - ACTIVITY_RESOLUTION)
+    ).update(last_active_at=now)
+
+
+@transaction.atomic
+def profile_update(
+    *,
+    user: User,
+    profile_fields: Mapping[str, Any] | None = None,
+    preferences_fields: Mapping[str, Any] | None = None,
+) -> Profile:
+    """Partially update the member's own profile and preferences.
+
+    Both rows are locked, so the checks that span fields (min_age <= max_age, latitude
+    with longitude) hold against concurrent updates. Raises ``ApplicationError``
+    naming the field; the member's cached recommendations are dropped after commit.
+    """
+    profile_fields = dict(profile_fields or {})
+    preferences_fields = dict(preferences_fields or {})
+    try:
+        profile = Profile.objects.select_for_update().get(user=user)
+    except Profile.DoesNotExist:
+        raise ApplicationError(
+            "This account has no member profile.", status_code=404
+        ) from None
+    prefs, _ = Preferences.objects.select_for_update().get_or_create(
+        user=user, defaults={"seeking_genders": list(Gender.values)}
+    )
+
+    if "interests" in profile_fields:
+        profile_fields["interests"] = interests_normalize(
+            interests=profile_fields["interests"]
+        )
+    changed_profile = _apply(profile, profile_fields, PROFILE_FIELDS)
+    _validate_profile(profile)
+    profile.last_active_at = timezone.now()
+    profile.save(update_fields=[*changed_profile, "last_active_at", "updated_at"])
+
+    if preferences_fields:
+        if "seeking_genders" in preferences_fields:
+            preferences_fields["seeking_genders"] = _dedupe(
+                preferences_fields["seeking_genders"]
+            )
+        changed_prefs = _apply(prefs, preferences_fields, PREFERENCES_FIELDS)
+        _validate_preferences(prefs)
+        prefs.save(update_fields=changed_prefs)
+
+    transaction.on_commit(lambda: recommendations_cache_invalidate(user_id=user.pk))
+    # Hand back the instances already in memory so the caller needs no new query.
+    user.preferences = prefs
+    profile.user = user
+    return profile

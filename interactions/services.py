@@ -1,0 +1,149 @@
+"""Writes of the interactions app: recording verdicts and keeping matches in step."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import profile_touch
+from config.api import ApplicationError
+from interactions.models import (
+    POSITIVE_KINDS,
+    Interaction,
+    InteractionKind,
+    Match,
+    MatchEndReason,
+)
+from recommender.cache import recommendations_cache_invalidate
+
+MAX_CONTEXT_BYTES = 4096
+# The same words for "no such member" and "this member blocked you", so a block
+# is never revealed to the blocked member.
+UNKNOWN_TARGET = "No active member with this id."
+
+
+@dataclass(frozen=True)
+class InteractionRecorded:
+    interaction: Interaction
+    created: bool
+    matched: bool
+
+
+def _validate_context(context: Any) -> dict:
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise ApplicationError("Must be a JSON object.", field="context")
+    try:
+        size = len(json.dumps(context, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        raise ApplicationError("Must be a JSON object.", field="context") from None
+    if size > MAX_CONTEXT_BYTES:
+        raise ApplicationError(
+            f"Must be at most {MAX_CONTEXT_BYTES} bytes of JSON.", field="context"
+        )
+    return context
+
+
+def _lock_pair(*, actor_id: int, target_id: int) -> dict[int, User]:
+    """Lock both members' rows, in ascending id order so that two requests about the
+    same pair (in either direction) queue up instead of deadlocking.
+
+    ``no_key`` keeps the lock compatible with the key-share locks that inserting
+    rows referencing these users takes.
+    """
+    users = (
+        User.objects.select_for_update(no_key=True)
+        .filter(pk__in=[actor_id, target_id])
+        .order_by("pk")
+    )
+    return {user.pk: user for user in users}
+
+
+def _match_sync(*, actor: User, target: User, kind: str) -> bool:
+    """Create, reopen or end the pair's match after ``actor``'s new verdict; return
+    whether the pair is matched now. The caller holds the pair's locks."""
+    low_id, high_id = sorted((actor.pk, target.pk))
+    match = Match.objects.filter(user_low_id=low_id, user_high_id=high_id).first()
+    now = timezone.now()
+    if kind in POSITIVE_KINDS:
+        liked_back = Interaction.objects.filter(
+            actor=target, target=actor, kind__in=POSITIVE_KINDS
+        ).exists()
+        if not liked_back:
+            return False
+        if match is None:
+            Match.objects.create(
+                user_low_id=low_id, user_high_id=high_id, matched_at=now
+            )
+        elif not match.is_active:
+            match.matched_at, match.ended_at, match.end_reason = now, None, ""
+            match.save(update_fields=["matched_at", "ended_at", "end_reason"])
+        return True
+    if match is not None and match.is_active:
+        match.ended_at = now
+        match.end_reason = (
+            MatchEndReason.BLOCK
+            if kind == InteractionKind.BLOCK
+            else MatchEndReason.UNLIKE
+        )
+        match.save(update_fields=["ended_at", "end_reason"])
+    return False
+
+
+@transaction.atomic
+def interaction_record(
+    *, actor: User, target_id: int, kind: str, context: dict | None = None
+) -> InteractionRecorded:
+    """Record ``actor``'s verdict on ``target_id``: one row per pair, updated when the
+    member changes their mind.
+
+    A mutual like or super like creates the pair's match (or reopens an ended one); a
+    dislike or a block ends an active match. Both members' rows are locked for the
+    duration, so simultaneous requests about the same pair are applied one after the
+    other: exactly one row, exactly one match. Raises ``ApplicationError`` naming the
+    field for an unknown kind, oneself, an unknown or inactive target, a target who
+    blocked the actor (reported exactly like an unknown target) or a bad context.
+    """
+    if kind not in InteractionKind.values:
+        choices = ", ".join(InteractionKind.values)
+        raise ApplicationError(f"Must be one of: {choices}.", field="kind")
+    if target_id == actor.pk:
+        raise ApplicationError("You cannot interact with yourself.", field="target")
+    context = _validate_context(context)
+
+    users = _lock_pair(actor_id=actor.pk, target_id=target_id)
+    target = users.get(target_id)
+    if target is None or not target.is_active:
+        raise ApplicationError(UNKNOWN_TARGET, field="target")
+    blocked_by_target = Interaction.objects.filter(
+        actor=target, target=actor, kind=InteractionKind.BLOCK
+    ).exists()
+    if blocked_by_target:
+        raise ApplicationError(UNKNOWN_TARGET, field="target")
+
+    interaction = Interaction.objects.filter(actor=actor, target=target).first()
+    created = interaction is None
+    if created:
+        interaction = Interaction.objects.create(
+            actor=actor, target=target, kind=kind, context=context
+        )
+    else:
+        interaction.kind, interaction.context = kind, context
+        interaction.save(update_fields=["kind", "context", "updated_at"])
+
+    matched = _match_sync(actor=actor, target=target, kind=kind)
+    profile_touch(user_id=actor.pk)
+
+    transaction.on_commit(lambda: recommendations_cache_invalidate(user_id=actor.pk))
+    if kind == InteractionKind.BLOCK:
+        # The blocked member must stop being shown the blocker right away.
+        transaction.on_commit(
+            lambda: recommendations_cache_invalidate(user_id=target.pk)
+        )
+    return InteractionRecorded(
+        interaction=interaction, created=created, matched=matched
+    )
