@@ -88,8 +88,10 @@ if EMBEDDED_DATABASE:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("SQLITE_PATH", default="") or str(BASE_DIR / "db.sqlite3"),
-            # Writers wait for each other instead of failing with "database is locked".
-            "OPTIONS": {"timeout": 20},
+            # Writers wait for each other instead of failing with "database is locked";
+            # IMMEDIATE takes the write lock at BEGIN, since SQLite ignores
+            # SELECT ... FOR UPDATE.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
 else:
@@ -196,6 +198,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"GenderEnum": "accounts.models.Gender"},
 }
 # Request bodies of the API are small JSON documents; refuse anything larger.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
