@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Profile, User
 from accounts.services import profile_touch
 from config.api import ApplicationError
 from interactions.models import (
@@ -117,7 +117,12 @@ def interaction_record(
 
     users = _lock_pair(actor_id=actor.pk, target_id=target_id)
     target = users.get(target_id)
-    if target is None or not target.is_active:
+    # Only members (users with a profile) can be liked: not staff-only accounts.
+    if (
+        target is None
+        or not target.is_active
+        or not Profile.objects.filter(pk=target_id).exists()
+    ):
         raise ApplicationError(UNKNOWN_TARGET, field="target")
     blocked_by_target = Interaction.objects.filter(
         actor=target, target=actor, kind=InteractionKind.BLOCK

@@ -430,13 +430,11 @@ def test_matches_are_paginated(client_for, post, alice):
     assert len(second["results"]) == 2
 
 
-def test_match_with_member_without_profile_is_listed_without_summary(
-    post, client_for, alice
-):
-    staff = UserFactory()
-    post(alice, staff, "like")
-    post(staff, alice, "like")
+def test_interaction_with_an_account_without_profile_is_400(post, alice):
+    staff = UserFactory(is_staff=True)
 
-    body = client_for(alice).get(MATCHES_URL).json()
+    response = post(alice, staff, "like")
 
-    assert body["results"][0]["member"] is None
+    assert response.status_code == 400
+    assert response.json()["fields"]["target"] == ["No active member with this id."]
+    assert not Interaction.objects.filter(target=staff).exists()
