@@ -97,6 +97,9 @@ class ModelActivation(models.Model):
     # Who acted when there is no user row: "cli", "auto-promotion", "celery".
     actor_label = models.CharField(max_length=150, blank=True)
     reason = models.TextField(blank=True)
+    # The challenger's share of traffic after a "challenger" action (0 = test stopped);
+    # without it the log could not say which split an A/B test ran at.
+    traffic_percent = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
