@@ -1,0 +1,105 @@
+"""``manage.py seed_demo --users N --seed S``: synthetic demo members, interactions."""
+
+import argparse
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.demo import DemoSeedProgress, DemoSeedSummary, demo_seed
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Create deterministic synthetic demo members (demo_00001, …) with a planted "
+        "preference structure, their interactions and matches. Does nothing if demo "
+        "members exist, unless --flush is given."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--users", type=_positive_int, default=1_000)
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument(
+            "--interactions-per-user", type=_non_negative_int, default=20
+        )
+        parser.add_argument(
+            "--flush",
+            action="store_true",
+            help="Delete the existing demo members (and what cascades) first.",
+        )
+
+    def handle(self, *args, **options):
+        self._last_report = 0.0
+        try:
+            summary = demo_seed(
+                users=options["users"],
+                seed=options["seed"],
+                interactions_per_user=options["interactions_per_user"],
+                flush=options["flush"],
+                progress=self._progress,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if summary.skipped:
+            self.stdout.write(
+                f"demo data present: {summary.members:,} members; "
+                "use --flush to regenerate"
+            )
+            return
+        self._write_summary(summary)
+
+    def _progress(self, report: DemoSeedProgress) -> None:
+        finished = report.done >= report.total
+        now = time.monotonic()
+        # At most a few lines a second, but always the first and last of each stage.
+        if report.done and not finished and now - self._last_report < 1.0:
+            return
+        self._last_report = now
+        elapsed = report.stage_elapsed_seconds
+        rate = report.done / elapsed if elapsed > 0 else 0.0
+        if not report.total:
+            line = f"  {report.stage}: done in {elapsed:,.1f}s"
+        elif finished:
+            line = f"  {report.stage}: {report.done:,} done in {elapsed:,.1f}s"
+            if rate:
+                line += f" ({rate:,.0f}/s)"
+        else:
+            percent = 100 * report.done / report.total
+            line = (
+                f"  {report.stage}: {report.done:,}/{report.total:,} ({percent:.0f}%)"
+            )
+            if rate:
+                eta = (report.total - report.done) / rate
+                line += f"  {rate:,.0f}/s  ETA {eta:,.0f}s"
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def _write_summary(self, summary: DemoSeedSummary) -> None:
+        kinds = ", ".join(
+            f"{kind} {count:,}" for kind, count in summary.interactions_by_kind.items()
+        )
+        if summary.flushed_members:
+            self.stdout.write(f"flushed {summary.flushed_members:,} demo members")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"seeded {summary.members:,} demo members, "
+                f"{summary.interactions:,} interactions ({kinds}), "
+                f"{summary.matches:,} matches in {summary.elapsed_seconds:,.1f}s"
+            )
+        )
+        self.stdout.write(
+            "log in as demo_00001 … with the demo password: " + summary.password
+        )
