@@ -1,4 +1,4 @@
-"""Create (or reset) the admin login and print it: the quick start's last set-up step."""
+"""Create (or reset) the admin login and print it: the quick start's last step."""
 
 import os
 import secrets
