@@ -1,23 +1,11 @@
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
 from interactions.models import Interaction, Match
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Interactions and matches change only through ``interaction_record``, which
-    keeps the two in step (a verdict edited here would leave a stale match behind).
-    Support can inspect, search and filter them."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
+# Interactions and matches change only through ``interaction_record``, which keeps
+# the two in step: a verdict edited here would leave a stale match behind.
 @admin.register(Interaction)
 class InteractionAdmin(ReadOnlyAdmin):
     list_display = ["id", "actor", "kind", "target", "created_at", "updated_at"]

@@ -16,6 +16,7 @@ from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 
+from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
 from registry.models import MLModel, ModelActivation
 from registry.services import (
@@ -332,7 +333,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelActivation)
-class ModelActivationAdmin(admin.ModelAdmin):
+class ModelActivationAdmin(ReadOnlyAdmin):
     """The audit log: readable by staff, written only by the registry services."""
 
     list_display = (
@@ -348,15 +349,6 @@ class ModelActivationAdmin(admin.ModelAdmin):
     list_filter = ("kind", "action")
     list_select_related = ("from_model", "to_model", "actor")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="from", ordering="from_model__version")
     def from_version(self, obj):
