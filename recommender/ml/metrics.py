@@ -1,0 +1,139 @@
+"""Evaluation metrics: AUC, log loss and grouped top-k ranking metrics.
+
+Inputs are 1-d arrays of one row per scored pair. The grouped metrics take a query id
+per row (``groups``, e.g. the viewer's user id): rows are ranked inside their group by
+descending score, the metric is computed per group and averaged over the groups with at
+least one positive (a group without positives has no defined recall or NDCG).
+
+Ties: rows with equal scores in a group are treated as ranked in uniformly random
+order and the metric's *expected value* over that order is returned (McSherry & Najork,
+"Computing information retrieval performance measures efficiently in the presence of
+tied scores", 2008). So a constant score gets exactly the chance level, not a lucky or
+unlucky tie-break, and the popularity baseline (integer counts, many ties) is judged
+fairly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` (float [p]) for labels ``y``
+    (bool/int [p], positive = nonzero); ties count one half. nan if a class is empty.
+    """
+    y = np.asarray(y) != 0
+    n_pos = int(y.sum())
+    n_neg = y.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # average ranks for ties
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, *, eps: float = 1e-15) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` (float [p]) for labels ``y``
+    (bool/int [p]); probabilities are clipped to [eps, 1 - eps]. nan if empty."""
+    y = np.asarray(y) != 0
+    if y.shape[0] == 0:
+        return float("nan")
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+
+def precision_at_k(
+    groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int
+) -> float:
+    """Mean over groups with a positive of (expected positives in the top ``k``) / k.
+
+    The denominator is ``k`` even when a group has fewer than ``k`` rows.
+    """
+    return _grouped(groups, y, scores, k)["precision"]
+
+
+def recall_at_k(groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean over groups with a positive of (expected positives in the top ``k``) /
+    (positives in the group)."""
+    return _grouped(groups, y, scores, k)["recall"]
+
+
+def ndcg_at_k(groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean over groups with a positive of DCG@k / ideal DCG@k, gain = ``y`` (0/1 or
+    graded, >= 0), discount 1 / log2(rank + 1) with ranks from 1."""
+    return _grouped(groups, y, scores, k)["ndcg"]
+
+
+def ranking_metrics(
+    groups: np.ndarray, y: np.ndarray, scores: np.ndarray, *, k: int = 10
+) -> dict[str, float]:
+    """``{"precision@k", "recall@k", "ndcg@k", "groups"}`` in one pass (same
+    definitions as the single functions; ``groups`` = groups with a positive)."""
+    result = _grouped(groups, y, scores, k)
+    return {
+        f"precision@{k}": result["precision"],
+        f"recall@{k}": result["recall"],
+        f"ndcg@{k}": result["ndcg"],
+        "groups": result["groups"],
+    }
+
+
+def _grouped(
+    groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int
+) -> dict[str, float]:
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    groups = np.asarray(groups)
+    gain = np.asarray(y, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not groups.shape == gain.shape == scores.shape:
+        raise ValueError("groups, y and scores must have the same shape")
+    if np.any(gain < 0):
+        raise ValueError("y must be >= 0")
+    nan = float("nan")
+    if groups.shape[0] == 0:
+        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
+
+    order = np.lexsort((-scores, groups))
+    g, s, r = groups[order], scores[order], gain[order]
+    p = g.shape[0]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_start = np.flatnonzero(new_group)
+    group_id = np.cumsum(new_group) - 1
+    rank = np.arange(p) - group_start[group_id]  # 0-based rank inside the group
+
+    # Tie blocks: runs of equal score inside a group. Each row of a block is equally
+    # likely to sit at any of the block's ranks [start, start + length).
+    new_block = new_group | np.r_[True, s[1:] != s[:-1]]
+    block_start = np.flatnonzero(new_block)
+    block_id = np.cumsum(new_block) - 1
+    block_len = np.diff(np.r_[block_start, p])[block_id]
+    first = rank[block_start][block_id]
+    last = first + block_len
+
+    discount = np.zeros(int(rank.max()) + 2)
+    top = min(k, discount.shape[0] - 1)
+    discount[1 : top + 1] = 1.0 / np.log2(np.arange(top) + 2.0)
+    cumulative = np.cumsum(discount)  # cumulative[r] = sum of discounts of ranks < r
+    expected_discount = (cumulative[last] - cumulative[first]) / block_len
+    in_top = (np.minimum(last, k) - np.minimum(first, k)).clip(0) / block_len
+
+    n_groups = group_start.shape[0]
+    hits = np.bincount(group_id, weights=(r > 0) * in_top, minlength=n_groups)
+    positives = np.bincount(group_id, weights=r > 0, minlength=n_groups)
+    dcg = np.bincount(group_id, weights=r * expected_discount, minlength=n_groups)
+
+    # Ideal DCG: the same groups with rows sorted by gain.
+    ideal = np.lexsort((-r, group_id))
+    ideal_discount = cumulative[rank + 1] - cumulative[rank]
+    idcg = np.bincount(group_id, weights=r[ideal] * ideal_discount, minlength=n_groups)
+
+    valid = positives > 0
+    if not np.any(valid):
+        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
+    return {
+        "precision": float(np.mean(hits[valid] / k)),
+        "recall": float(np.mean(hits[valid] / positives[valid])),
+        "ndcg": float(np.mean(dcg[valid] / idcg[valid])),
+        "groups": int(valid.sum()),
+    }
