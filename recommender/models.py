@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class UserEmbedding(models.Model):
@@ -75,3 +76,69 @@ class RecommendationLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id}: {self.shown_user_id} at {self.position}"
+
+
+class TrainingRunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class TrainingRun(models.Model):
+    """One run of the training pipeline, and the lock that keeps runs from overlapping.
+
+    At most one run is ``running`` (enforced by the database). A running run whose
+    ``heartbeat_at`` is older than the stale limit belongs to a dead worker and is
+    taken over by the next run. Each stage records what it produced here, in the same
+    transaction as the registration, so re-running a stage never registers twice.
+    """
+
+    status = models.CharField(
+        max_length=16, choices=TrainingRunStatus.choices, default="running"
+    )
+    stage = models.CharField(max_length=32, blank=True)
+    # "celery", "cli" … who started the run.
+    trigger = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    feature_version = models.CharField(max_length=32, blank=True)
+    features_computed_at = models.DateTimeField(null=True, blank=True)
+    embedding_model = models.ForeignKey(
+        "registry.MLModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    index_artifact = models.ForeignKey(
+        "registry.IndexArtifact",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    ranking_model = models.ForeignKey(
+        "registry.MLModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    # Per-stage seconds, headline metrics and promotion decisions.
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=Q(status="running"),
+                name="trainingrun_one_running",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.status})"

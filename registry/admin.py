@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
-from registry.models import MLModel, ModelActivation
+from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 from registry.services import (
     activation_summary,
     model_activate,
@@ -79,6 +79,50 @@ class MLModelAdminForm(MLModelServingForm):
     )
 
 
+class IndexArtifactInline(admin.TabularInline):
+    """The FAISS indexes built from an embedding version, newest first; read-only
+    (indexes are registered by the pipeline and ``rebuild_index``)."""
+
+    model = IndexArtifact
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ("-created_at", "-id")
+    fields = (
+        "created_at",
+        "index_type",
+        "n_vectors",
+        "dim",
+        "recall",
+        "build_seconds",
+        "params",
+        "size",
+        "artifact",
+        "artifact_sha256",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="recall")
+    def recall(self, obj):
+        metrics = obj.metrics if isinstance(obj.metrics, dict) else {}
+        recalls = [
+            f"{key} {value:.4f}" if isinstance(value, int | float) else f"{key} {value}"
+            for key, value in sorted(metrics.items())
+            if key.startswith("recall")
+        ]
+        return ", ".join(recalls) or NO_VALUE
+
+    @admin.display(description="size")
+    def size(self, obj):
+        return filesizeformat(obj.artifact_size)
+
+
 @admin.register(MLModel)
 class MLModelAdmin(admin.ModelAdmin):
     form = MLModelAdminForm
@@ -122,6 +166,11 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def has_promote_permission(self, request) -> bool:
         return request.user.has_perm("registry.promote_mlmodel")
+
+    def get_inlines(self, request, obj):
+        if obj is not None and obj.kind == ModelKind.EMBEDDING:
+            return [IndexArtifactInline]
+        return []
 
     def has_add_permission(self, request) -> bool:
         # Versions are registered by the training pipeline (model_register), which

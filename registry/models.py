@@ -110,3 +110,42 @@ class ModelActivation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.kind}: {self.from_model_id} → {self.to_model_id}"
+
+
+class IndexArtifact(models.Model):
+    """A FAISS index built over the vectors of one embedding version.
+
+    Serving searches the newest index of the active embedding version. The artifact
+    is FAISS's own serialisation (never a pickle); its sha256 is checked before it is
+    deserialised.
+    """
+
+    embedding_model = models.ForeignKey(
+        MLModel,
+        on_delete=models.CASCADE,
+        related_name="indexes",
+        limit_choices_to={"kind": ModelKind.EMBEDDING},
+    )
+    artifact = models.FileField(upload_to="indexes/", max_length=255)
+    artifact_sha256 = models.CharField(max_length=64)
+    artifact_size = models.BigIntegerField(default=0)
+    # "flat" (exact), "hnsw" or "ivf"; params holds what the build used (M, efSearch…).
+    index_type = models.CharField(max_length=16)
+    params = models.JSONField(default=dict, blank=True)
+    n_vectors = models.PositiveIntegerField(default=0)
+    dim = models.PositiveIntegerField(default=0)
+    # recall@k against exact search on a sample of queries, e.g. {"recall@100": 0.97}.
+    metrics = models.JSONField(default=dict, blank=True)
+    build_seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["embedding_model", "-created_at"], name="index_model_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.index_type} index of embedding {self.embedding_model_id}"

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from registry.models import MLModel, ModelActivation
+from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 
 
 def model_list(*, kind: str | None = None) -> QuerySet[MLModel]:
@@ -44,3 +44,26 @@ def registry_generation() -> int:
     """
     latest = ModelActivation.objects.order_by("-id").values_list("id", flat=True)
     return latest.first() or 0
+
+
+def index_get_latest(*, embedding_model: MLModel | int) -> IndexArtifact | None:
+    """The newest FAISS index built for an embedding version, if any."""
+    pk = embedding_model.pk if isinstance(embedding_model, MLModel) else embedding_model
+    return (
+        IndexArtifact.objects.filter(embedding_model_id=pk)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def index_get_serving() -> IndexArtifact | None:
+    """The index serving searches: the newest one of the active embedding version."""
+    return (
+        IndexArtifact.objects.filter(
+            embedding_model__kind=ModelKind.EMBEDDING,
+            embedding_model__is_active=True,
+        )
+        .select_related("embedding_model")
+        .order_by("-created_at", "-id")
+        .first()
+    )

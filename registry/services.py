@@ -6,23 +6,29 @@ appends the ``ModelActivation`` audit row in the same transaction. Caches learn 
 the change only after commit.
 """
 
-import hashlib
-import uuid
 from datetime import datetime
 from pathlib import PurePath
 
 from django.core.cache import cache
-from django.core.files.base import ContentFile, File
-from django.core.files.storage import default_storage
+from django.core.files.base import File
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from accounts.models import User
 from config.api import ApplicationError
-from registry.models import ActivationAction, MLModel, ModelActivation, ModelKind
+from registry.artifacts import StoredArtifact, artifact_delete, artifact_save
+from registry.models import (
+    ActivationAction,
+    IndexArtifact,
+    MLModel,
+    ModelActivation,
+    ModelKind,
+)
 
 REGISTRY_GENERATION_CACHE_KEY = "registry:generation"
+# The id of the newest index of the active embedding version, set when one is added.
+INDEX_GENERATION_CACHE_KEY = "registry:index-generation"
 _REGISTER_ATTEMPTS = 5
 
 
@@ -206,6 +212,7 @@ def model_register(
     kind: str,
     artifact: bytes | File | None = None,
     artifact_name: str = "",
+    stored_artifact: StoredArtifact | None = None,
     metrics: dict | None = None,
     hyperparameters: dict | None = None,
     feature_version: str = "",
@@ -217,22 +224,31 @@ def model_register(
     """Register a new, inactive version of ``kind`` (the next version number).
 
     The artifact (bytes or a Django ``File``) is written to default storage first,
+    atomically (``registry.artifacts.artifact_save``: temp name, then final name),
     with its sha256 and size recorded; the row is created only once the file is
     complete, so a crash never leaves a registered model without its artifact. The
     extension of ``artifact_name`` (or of the file's name) is kept.
+
+    A caller that must register inside its own transaction (together with other
+    rows) saves the file beforehand and passes ``stored_artifact`` instead: no file
+    I/O then happens here, and deleting the file if that transaction fails is the
+    caller's job.
     """
     _check_kind(kind)
-    stored_name, sha256, size = "", "", 0
+    if artifact is not None and stored_artifact is not None:
+        raise ValueError("Pass either artifact or stored_artifact, not both.")
+    saved_here = None
     if artifact is not None:
-        stored_name, sha256, size = _store_artifact(
-            kind=kind, artifact=artifact, name=artifact_name
+        suffix = PurePath(artifact_name or getattr(artifact, "name", None) or "").suffix
+        saved_here = stored_artifact = artifact_save(
+            content=artifact, folder=f"models/{kind}", suffix=suffix
         )
     try:
         return _create_next_version(
             kind=kind,
-            artifact=stored_name,
-            artifact_sha256=sha256,
-            artifact_size=size,
+            artifact=stored_artifact.name if stored_artifact else "",
+            artifact_sha256=stored_artifact.sha256 if stored_artifact else "",
+            artifact_size=stored_artifact.size if stored_artifact else 0,
             metrics=metrics or {},
             hyperparameters=hyperparameters or {},
             feature_version=feature_version,
@@ -242,9 +258,67 @@ def model_register(
             notes=notes,
         )
     except BaseException:
-        if stored_name:
-            default_storage.delete(stored_name)
+        if saved_here is not None:
+            artifact_delete(name=saved_here.name)
         raise
+
+
+@transaction.atomic
+def index_register(
+    *,
+    embedding_model: MLModel | int,
+    stored_artifact: StoredArtifact,
+    index_type: str,
+    params: dict,
+    n_vectors: int,
+    dim: int,
+    metrics: dict,
+    build_seconds: float,
+) -> IndexArtifact:
+    """Register a complete FAISS index file (see ``artifact_save``) for an embedding
+    version, and copy its recall metrics into that version's ``metrics``.
+
+    The embedding version is locked while its metrics change. When the version is
+    active, serving is told after commit (the newest index of the active embedding
+    version is the one it searches).
+    """
+    pk = embedding_model.pk if isinstance(embedding_model, MLModel) else embedding_model
+    model = MLModel.objects.select_for_update().filter(pk=pk).first()
+    if model is None or model.kind != ModelKind.EMBEDDING:
+        raise ApplicationError(
+            f"No registered embedding model with id {pk}.",
+            field="embedding_model",
+            status_code=404,
+        )
+    index = IndexArtifact.objects.create(
+        embedding_model=model,
+        artifact=stored_artifact.name,
+        artifact_sha256=stored_artifact.sha256,
+        artifact_size=stored_artifact.size,
+        index_type=index_type,
+        params=params,
+        n_vectors=n_vectors,
+        dim=dim,
+        metrics=metrics,
+        build_seconds=build_seconds,
+    )
+    model.metrics = {
+        **(model.metrics or {}),
+        **{key: value for key, value in metrics.items() if key.startswith("recall@")},
+        "index": {
+            "id": index.pk,
+            "type": index_type,
+            "n_vectors": n_vectors,
+            "build_seconds": round(build_seconds, 3),
+        },
+    }
+    model.save(update_fields=["metrics"])
+    if model.is_active:
+        transaction.on_commit(
+            lambda: cache.set(INDEX_GENERATION_CACHE_KEY, index.pk, timeout=None),
+            robust=True,
+        )
+    return index
 
 
 def _check_kind(kind: str) -> None:
@@ -365,22 +439,6 @@ def registry_changed_after_commit(*, generation: int) -> None:
     Serving compares this generation with the one its models were loaded at.
     """
     cache.set(REGISTRY_GENERATION_CACHE_KEY, generation, timeout=None)
-
-
-def _store_artifact(*, kind: str, artifact: bytes | File, name: str):
-    if isinstance(artifact, bytes | bytearray):
-        artifact = ContentFile(bytes(artifact))
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in artifact.chunks():
-        digest.update(chunk)
-        size += len(chunk)
-    suffix = PurePath(name or getattr(artifact, "name", None) or "").suffix
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    stored_name = default_storage.save(
-        f"models/{kind}/{stamp}-{uuid.uuid4().hex[:12]}{suffix}", artifact
-    )
-    return stored_name, digest.hexdigest(), size
 
 
 def _create_next_version(*, kind: str, **fields) -> MLModel:
