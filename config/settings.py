@@ -13,6 +13,7 @@ Every variable is documented in ``.env.example``. Secrets have no default: a mis
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -148,6 +149,29 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Training is long and memory-hungry: its own queue, so it can get its own workers
+# and never holds up short tasks.
+TRAINING_TASKS = (
+    "nightly_pipeline",
+    "features_compute",
+    "embeddings_train",
+    "index_build",
+    "ranking_train",
+    "models_evaluate",
+)
+CELERY_TASK_ROUTES = {
+    f"recommender.tasks.{name}": {"queue": "training"} for name in TRAINING_TASKS
+}
+CELERY_BEAT_SCHEDULE = {
+    "nightly-training": {
+        "task": "recommender.tasks.nightly_pipeline",
+        "schedule": crontab(
+            hour=env.int("NIGHTLY_TRAINING_HOUR", default=3),
+            minute=env.int("NIGHTLY_TRAINING_MINUTE", default=0),
+        ),
+        "options": {"queue": "training"},
+    }
+}
 
 # --- Internationalisation and static files --------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -221,6 +245,11 @@ KINDRED = {
     # Serving processes re-read the registry generation at most this often.
     "REGISTRY_POLL_SECONDS": env.float("REGISTRY_POLL_SECONDS", default=3.0),
     "AUTO_PROMOTE": env.bool("AUTO_PROMOTE", default=False),
+    # Training: embedding size, and when a running pipeline whose heartbeat is older
+    # than this is presumed dead (its worker killed) and taken over by the next run.
+    "EMBEDDING_DIM": env.int("EMBEDDING_DIM", default=32),
+    "INDEX_EXACT_THRESHOLD": env.int("INDEX_EXACT_THRESHOLD", default=50_000),
+    "TRAINING_STALE_SECONDS": env.int("TRAINING_STALE_SECONDS", default=1800),
 }
 
 LOGGING = {
