@@ -1,0 +1,120 @@
+"""Celery tasks of the training pipeline: thin wrappers around ``recommender.services``.
+
+``nightly_pipeline`` (Celery beat) starts a ``TrainingRun`` (the overlap lock) and
+chains one task per stage, passing the run's id. Stages are idempotent (a redelivered
+or retried stage returns what it produced), so the tasks are ``acks_late``: a worker
+killed mid-stage leaves the message to be redelivered, and transient database or
+broker errors are retried with exponential backoff. A stage that fails for good marks
+its run failed (``on_failure``); a stage whose run is no longer running (finished,
+failed, taken over after a dead worker) does nothing.
+"""
+
+import logging
+
+from celery import Task, chain, shared_task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    BrokerError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
+class TrainingTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 5
+    retry_backoff_max = 600
+    retry_jitter = True
+    max_retries = 5
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        run_id = kwargs.get("run_id")
+        if run_id is None:
+            return
+        from recommender.services import training_run_fail
+
+        try:
+            training_run_fail(
+                run_id=run_id, error=f"{self.name} failed: {exc!r}\n{einfo}"
+            )
+        except Exception:  # noqa: BLE001 - the heartbeat will go stale instead
+            logger.exception("could not mark training run %s failed", run_id)
+
+
+def _stage(function_name: str, run_id: int):
+    from recommender import services
+
+    try:
+        return getattr(services, function_name)(run_id=run_id)
+    except services.TrainingRunNotRunning as error:
+        logger.info("%s skipped: %s", function_name, error)
+        return None
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.features_compute")
+def features_compute(*, run_id: int) -> int | None:
+    """Stage 1: member features of the run, written to ``UserFeatures``."""
+    return _stage("features_compute", run_id)
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.embeddings_train")
+def embeddings_train(*, run_id: int) -> int | None:
+    """Stage 2: train and register an embedding version; returns its id."""
+    model = _stage("embeddings_train", run_id)
+    return model.pk if model is not None else None
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.index_build")
+def index_build(*, run_id: int) -> int | None:
+    """Stage 3: build and register the FAISS index of the run's embedding version."""
+    index = _stage("index_build", run_id)
+    return index.pk if index is not None else None
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.ranking_train")
+def ranking_train(*, run_id: int) -> int | None:
+    """Stage 4: train, evaluate and register a ranking version; returns its id."""
+    model = _stage("ranking_train", run_id)
+    return model.pk if model is not None else None
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.models_evaluate")
+def models_evaluate(*, run_id: int) -> str | None:
+    """Stage 5: auto-promotion (if enabled and earned) and the run's success."""
+    run = _stage("models_evaluate", run_id)
+    return run.status if run is not None else None
+
+
+STAGE_TASKS = (features_compute, embeddings_train, index_build, ranking_train)
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.nightly_pipeline")
+def nightly_pipeline(*, trigger: str = "celery") -> int | None:
+    """Start a training run and chain its stages; returns the run id, or ``None``
+    when another run is in progress (the lock refused)."""
+    from config.api import ApplicationError
+    from recommender.services import training_run_fail, training_run_start
+
+    try:
+        run = training_run_start(trigger=trigger)
+    except ApplicationError as error:
+        logger.warning("nightly pipeline not started: %s", error.message)
+        return None
+    stages = [task.si(run_id=run.pk) for task in (*STAGE_TASKS, models_evaluate)]
+    try:
+        chain(*stages).apply_async()
+    except BaseException as error:
+        # Not left "running" until its heartbeat goes stale: the retry can start anew.
+        training_run_fail(run_id=run.pk, error=f"could not queue the stages: {error!r}")
+        raise
+    return run.pk
