@@ -26,11 +26,15 @@ liked-content profile ties "liked different people of the same kind" together, a
 targets' appeal, ``A``'s side of ``V``, is then the (scaled) mean taste of their likers.
 
 ``Z ≈ U S Vᵀ``; ``taste = U √S``, ``appeal = V[:n] √S`` (the target columns), then
+both are L2-normalised row by row, so ``taste · appeal`` is a cosine in [-1, 1]:
 
-* taste rows are L2-normalised (a query's scale does not change its ranking, and
-  unit rows keep ``taste · appeal`` comparable across model versions);
-* appeal rows keep their relative norms (a member liked by many is a real signal)
-  but are scaled by one constant so the mean norm of learned rows is 1.
+* comparable across model versions (the ranking model learns on one embedding
+  version and may serve with the next);
+* searchable: an HNSW graph over unit vectors reaches recall@100 >= 0.95 at
+  efSearch 128, where the raw maximum-inner-product vectors needed ~1,000 (measured
+  at 100,000 members);
+* popularity, which the norms carried, is left to the ranking model's own
+  popularity features and the popularity candidate source.
 
 A ridge regression from content vectors (:func:`content_vectors`) to taste and to
 appeal, fitted on members with history, embeds everyone without history in the same
@@ -59,8 +63,7 @@ class EmbeddingModel:
     """A trained embedding model (``n`` members, ``d`` dims, ``c`` content columns).
 
     * ``user_id`` int64 [n] ascending;
-    * ``taste`` float32 [n, d], unit rows; ``appeal`` float32 [n, d], mean learned
-      row norm 1 (see the module docstring);
+    * ``taste``, ``appeal`` float32 [n, d], unit rows (see the module docstring);
     * ``has_taste``, ``has_appeal`` bool [n]: the vector was learned from likes
       given / received (False = content-based, cold start);
     * ``taste_projection``, ``appeal_projection`` float32 [c, d] and
@@ -187,10 +190,7 @@ def train_embeddings(
         taste[:, :rank] = projected / root
         appeal[:, :rank] = svd.components_[:, :n].T * root
         explained = float(svd.explained_variance_ratio_.sum())
-    taste = _unit_rows(taste)
-    learned_norm = np.linalg.norm(appeal[has_appeal], axis=1)
-    if learned_norm.shape[0] and learned_norm.mean() > 0:
-        appeal /= learned_norm.mean()
+    taste, appeal = _unit_rows(taste), _unit_rows(appeal)
 
     taste_projection, taste_intercept = _ridge(
         content, taste, has_taste, ridge_alpha, dim
@@ -201,7 +201,9 @@ def train_embeddings(
     taste[~has_taste] = _unit_rows(
         content[~has_taste] @ taste_projection + taste_intercept
     )
-    appeal[~has_appeal] = content[~has_appeal] @ appeal_projection + appeal_intercept
+    appeal[~has_appeal] = _unit_rows(
+        content[~has_appeal] @ appeal_projection + appeal_intercept
+    )
 
     return EmbeddingModel(
         user_id=members_user_id.copy(),
@@ -287,9 +289,7 @@ def embed_from_content(
             "a feature store with the model's vocabulary"
         )
     taste = _unit_rows(content @ model.taste_projection + model.taste_intercept)
-    appeal = (content @ model.appeal_projection + model.appeal_intercept).astype(
-        np.float32
-    )
+    appeal = _unit_rows(content @ model.appeal_projection + model.appeal_intercept)
     return taste, appeal
 
 

@@ -193,6 +193,7 @@ def train_ranking_stage(
     max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS,
     k: int = DEFAULT_K,
     progress: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> RankingStageResult:
     """Train the ranking model on a time split and evaluate it on the holdout.
 
@@ -211,7 +212,8 @@ def train_ranking_stage(
     ``metrics`` holds the model's holdout ``auc``, ``log_loss``, ``precision@k``,
     ``recall@k``, ``ndcg@k`` and ``baseline_popularity``, ``baseline_random``,
     ``baseline_embedding`` (same keys without log loss), row counts, cut times,
-    the candidates' validation metrics and stage timings.
+    the candidates' validation metrics and stage timings. ``threads``: see
+    :func:`train_ranking`; ``progress`` is called with a stage name as each begins.
     """
     report = progress or (lambda stage: None)
     kwargs = {"seed": seed, **(embedding_trainer_kwargs or {})}
@@ -255,7 +257,12 @@ def train_ranking_stage(
 
     report("ranking model")
     model, candidates = train_ranking(
-        X[train_rows], y[train_rows], X[valid_rows], y[valid_rows], seed=seed
+        X[train_rows],
+        y[train_rows],
+        X[valid_rows],
+        y[valid_rows],
+        seed=seed,
+        threads=threads,
     )
     del X
     lap("ranking_fit")

@@ -22,6 +22,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from recommender.ml.features import FEATURE_VERSION, PAIR_FEATURE_NAMES
 from recommender.ml.metrics import log_loss, roc_auc
@@ -72,6 +73,7 @@ def train_ranking(
     seed: int = 0,
     feature_names: list[str] | None = None,
     calibration: str = "sigmoid",
+    threads: int | None = None,
 ) -> tuple[RankingModel, dict]:
     """Fit, select and calibrate (see the module docstring).
 
@@ -80,8 +82,26 @@ def train_ranking(
     selection and calibration). ``feature_names`` defaults to
     :data:`PAIR_FEATURE_NAMES`. Returns the model and a JSON-able dict with each
     candidate's selection-half AUC / log loss / fit time, the choice, and the
-    calibrated model's log loss on the selection half.
+    calibrated model's log loss on the selection half. ``threads`` caps the
+    OpenMP/BLAS threads while fitting (None = the libraries' default, all cores;
+    OpenMP pools spin-wait, so on a box shared with other busy processes a cap of 1
+    can be many times faster).
     """
+    with threadpool_limits(limits=threads):
+        return _train_ranking(
+            X_train,
+            y_train,
+            X_valid,
+            y_valid,
+            seed=seed,
+            feature_names=feature_names,
+            calibration=calibration,
+        )
+
+
+def _train_ranking(
+    X_train, y_train, X_valid, y_valid, *, seed, feature_names, calibration
+) -> tuple[RankingModel, dict]:
     feature_names = list(feature_names or PAIR_FEATURE_NAMES)
     X_train, X_valid = (np.asarray(x, dtype=np.float32) for x in (X_train, X_valid))
     y_train = (np.asarray(y_train) != 0).astype(np.int8)
