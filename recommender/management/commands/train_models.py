@@ -5,7 +5,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from config.api import ApplicationError
-from recommender.services import pipeline_run
+from recommender.services import STAGES, pipeline_run
 from registry.models import MLModel
 
 HEADLINE_METRICS = ("auc", "log_loss", "precision@10", "recall@10", "ndcg@10")
@@ -33,8 +33,10 @@ class Command(BaseCommand):
     def _summary(self, run) -> None:
         write = self.stdout.write
         write(self.style.SUCCESS(f"\nTraining run {run.pk} {run.status}."))
-        for stage, details in (run.summary.get("stages") or {}).items():
-            write(f"  {stage:<11} {details.get('seconds', 0):8.1f}s")
+        stages = run.summary.get("stages") or {}
+        for stage in STAGES:
+            if stage in stages:
+                write(f"  {stage:<11} {stages[stage].get('seconds', 0):8.1f}s")
         write(f"  {'total':<11} {run.summary.get('total_seconds', 0):8.1f}s")
         for model in MLModel.objects.filter(
             pk__in=[run.embedding_model_id, run.ranking_model_id]
