@@ -294,13 +294,28 @@ def train_ranking_stage(
     )
     return RankingStageResult(
         model=model,
-        metrics=metrics,
+        metrics=json_safe(metrics),
         split=split,
         holdout_store=holdout_store,
         holdout_embeddings=holdout_embeddings,
         holdout_pairs=holdout_pairs,
         timings=timings,
     )
+
+
+def json_safe(value):
+    """``value`` (nested dicts/lists of numbers) with nan/inf floats replaced by None
+    and numpy scalars by Python ones: storable in a JSON column (PostgreSQL's jsonb
+    rejects NaN)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _store_and_embeddings(

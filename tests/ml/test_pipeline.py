@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -5,6 +7,7 @@ from recommender.ml import synthetic
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
 from recommender.ml.pipeline import (
     evaluate_ranking,
+    json_safe,
     labelled_pairs,
     time_split,
     train_ranking_stage,
@@ -135,3 +138,13 @@ def test_training_rows_are_sampled_down_to_the_cap(stage):
     assert result.metrics["sampled_training_pairs"] is True
     assert result.metrics["train_rows"] + result.metrics["validation_rows"] == 5_000
     assert result.metrics["auc"] > 0.6
+
+
+def test_stage_metrics_are_storable_as_json(stage):
+    _, _, result = stage
+
+    json.dumps(result.metrics, allow_nan=False)
+    assert json_safe({"a": [float("nan"), np.float32(1.5)], "b": np.int64(2)}) == {
+        "a": [None, 1.5],
+        "b": 2,
+    }
