@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install setup serve lint check
 
-## make run: install, migrate, seed demo data, print an admin login, serve on :8000
+## make run: install, migrate, seed demo data, train the models and build the index,
+## print an admin login, serve on :8000
 run: setup serve
 
 ## make test: install and run the whole test suite (uses DATABASE_URL/REDIS_URL if set)
@@ -36,6 +37,8 @@ setup: install .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo --users $(DEMO_USERS) --seed $(DEMO_SEED)
+	# Trains once; what it trains is promoted since nothing is active yet.
+	AUTO_PROMOTE=true $(PY) manage.py train_models --if-untrained
 	$(PY) manage.py ensure_admin --reset-password
 
 serve: install .env

@@ -15,10 +15,14 @@ from tests.accounts.factories import member
 pytestmark = pytest.mark.django_db
 
 
-def _call(name: str) -> str:
+def _call_with(name: str, *args: str) -> str:
     out = StringIO()
-    call_command(name, stdout=out)
+    call_command(name, *args, stdout=out)
     return out.getvalue()
+
+
+def _call(name: str) -> str:
+    return _call_with(name)
 
 
 def test_train_models_registers_versions_and_prints_a_summary(seeded, media):
@@ -52,6 +56,28 @@ def test_train_models_registers_versions_and_prints_a_summary(seeded, media):
         "AUTO_PROMOTE is off",
     ):
         assert text in output
+
+
+def test_train_models_if_untrained_trains_once_then_skips(seeded, media, settings):
+    settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
+
+    _call_with("train_models", "--if-untrained")
+    output = _call_with("train_models", "--if-untrained")
+
+    assert "skipping" in output
+    assert TrainingRun.objects.count() == 1
+    assert MLModel.objects.filter(is_active=True).count() == 2
+
+
+def test_train_models_if_untrained_trains_when_only_one_kind_is_active(seeded, media):
+    _call("train_models")
+    model_activate(
+        model=MLModel.objects.get(kind=ModelKind.RANKING), actor=None, actor_label="t"
+    )
+
+    _call_with("train_models", "--if-untrained")
+
+    assert TrainingRun.objects.count() == 2
 
 
 def test_train_models_refuses_while_a_run_is_in_progress(seeded, media):

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.api import ApplicationError
 from recommender.services import STAGES, pipeline_run
-from registry.models import MLModel
+from registry.models import MLModel, ModelKind
+from registry.selectors import model_get_active
 
 HEADLINE_METRICS = ("auc", "log_loss", "precision@10", "recall@10", "ndcg@10")
 
@@ -17,7 +18,21 @@ class Command(BaseCommand):
         "evaluation), as the nightly Celery chain does, and print a summary."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--if-untrained",
+            action="store_true",
+            help="Do nothing when an embedding and a ranking version are already "
+            "active (the quick start uses it so a re-run does not retrain).",
+        )
+
+    def handle(self, *args, if_untrained: bool = False, **options):
+        if if_untrained:
+            active = [model_get_active(kind=kind) for kind in ModelKind.values]
+            if all(active):
+                versions = ", ".join(f"{m.kind} v{m.version}" for m in active)
+                self.stdout.write(f"Already trained ({versions} active); skipping.")
+                return
         started = time.monotonic()
 
         def progress(message: str) -> None:
