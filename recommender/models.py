@@ -51,7 +51,9 @@ class UserFeatures(models.Model):
 class RecommendationLog(models.Model):
     """An impression: who was shown whom, where, by which models and arm."""
 
-    request_id = models.UUIDField(db_index=True)
+    # The response's X-Request-ID: a uuid4, or the client's own id when it sent a
+    # sane one (at most 64 characters of [A-Za-z0-9._-]), so text rather than uuid.
+    request_id = models.CharField(max_length=64, db_index=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
@@ -71,6 +73,10 @@ class RecommendationLog(models.Model):
             models.Index(fields=["user", "created_at"], name="impression_user_time"),
             models.Index(
                 fields=["experiment", "created_at"], name="impression_arm_time"
+            ),
+            # The latest impression of a pair (interaction context, A/B attribution).
+            models.Index(
+                fields=["user", "shown_user", "created_at"], name="impression_pair_time"
             ),
         ]
 
