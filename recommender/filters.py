@@ -1,0 +1,370 @@
+"""The hard filters of recommendations: who may never be shown to whom.
+
+A candidate is allowed for a viewer only if all of these hold:
+
+* not the viewer themself;
+* the viewer never interacted with them (any kind) and neither side blocked the
+  other;
+* their profile is visible and their account active;
+* both members' preferences hold: each seeks the other's gender, each one's age is
+  in the other's range, and, when both have coordinates, their distance is within
+  each one's ``max_distance_km`` (a member without a limit accepts any distance).
+
+Two implementations of the same rules: :func:`population_mask`, vectorised over the
+members held in memory (prunes every candidate source), and :func:`pair_allowed`,
+on fresh database rows (:func:`shortlist_check`, the final word on what is shown, and
+the random fallback). Both count age in whole years on today's date, like
+``Profile.age``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Q
+
+from accounts.models import Profile, age_on
+from interactions.models import Interaction
+from recommender.ml.data import (
+    KIND_CODES,
+    InteractionArrays,
+    MemberArrays,
+    sorted_positions,
+)
+from recommender.ml.features import EARTH_RADIUS_KM, haversine_km
+
+_EPOCH = np.datetime64("1970-01-01", "D")
+_BLOCK = "block"
+
+
+# --- in memory ---------------------------------------------------------------------
+
+
+@dataclass
+class FilterArrays:
+    """The filter columns of the members held in memory (``n`` rows aligned with a
+    ``MemberArrays``): ``user_id`` int64 [n]; ``eligible`` bool [n] (visible profile
+    of an active user); ``gender`` uint8 [n]; ``seeking_mask`` uint8 [n];
+    ``min_age``, ``max_age`` int16 [n]; ``birth_year`` int32 [n] and ``birth_md``
+    int32 [n] (month * 100 + day), for whole-year ages on any date; ``xyz`` float64
+    [n, 3] unit vectors of the locations (nan rows = unknown); ``max_distance_km``
+    float64 [n] (inf = any)."""
+
+    user_id: np.ndarray
+    eligible: np.ndarray
+    gender: np.ndarray
+    seeking_mask: np.ndarray
+    min_age: np.ndarray
+    max_age: np.ndarray
+    birth_year: np.ndarray
+    birth_md: np.ndarray
+    xyz: np.ndarray
+    max_distance_km: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.user_id.shape[0])
+
+    def ages_on(self, today: dt.date) -> np.ndarray:
+        """int32 [n] whole years of age on ``today``."""
+        before_birthday = (today.month * 100 + today.day) < self.birth_md
+        return (today.year - self.birth_year - before_birthday).astype(np.int32)
+
+
+def filter_arrays_build(
+    members: MemberArrays, *, inactive_user_ids: np.ndarray
+) -> FilterArrays:
+    """The filter columns of ``members``; ``inactive_user_ids`` (int64) are users
+    whose account is deactivated (never shown)."""
+    birth = _EPOCH + members.birth_day.astype("timedelta64[D]")
+    years = birth.astype("datetime64[Y]")
+    months = birth.astype("datetime64[M]")
+    birth_year = years.astype(np.int64) + 1970
+    month = (months - years.astype("datetime64[M]")).astype(np.int64) + 1
+    day = (birth - months.astype("datetime64[D]")).astype(np.int64) + 1
+    active = ~np.isin(members.user_id, inactive_user_ids)
+    return FilterArrays(
+        user_id=members.user_id,
+        eligible=members.is_visible & active,
+        gender=members.gender.astype(np.uint8),
+        seeking_mask=members.seeking_mask.astype(np.uint8),
+        min_age=members.min_age.astype(np.int16),
+        max_age=members.max_age.astype(np.int16),
+        birth_year=birth_year.astype(np.int32),
+        birth_md=(month * 100 + day).astype(np.int32),
+        xyz=_unit_xyz(members.lat, members.lon),
+        max_distance_km=members.max_distance_km.astype(np.float64),
+    )
+
+
+def _unit_xyz(lat, lon) -> np.ndarray:
+    lat = np.radians(np.asarray(lat, dtype=np.float64))
+    lon = np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack(
+        [np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1
+    )
+
+
+@dataclass
+class Viewer:
+    """The member asking, read fresh from the database for each computation.
+
+    ``members`` is their one-row ``MemberArrays``; ``history`` every interaction
+    they gave or received; ``excluded`` int64 sorted unique user ids never to show
+    (everyone they interacted with, everyone who blocked them, themself)."""
+
+    user_id: int
+    members: MemberArrays
+    history: InteractionArrays
+    excluded: np.ndarray
+
+    @property
+    def gender(self) -> int:
+        return int(self.members.gender[0])
+
+    @property
+    def has_history(self) -> bool:
+        return bool(np.any(self.history.actor == self.user_id))
+
+
+def viewer_history_load(*, user_id: int) -> InteractionArrays:
+    """Every interaction ``user_id`` gave or received (one query)."""
+    rows = list(
+        Interaction.objects.filter(Q(actor_id=user_id) | Q(target_id=user_id))
+        .order_by()
+        .values_list("actor_id", "target_id", "kind", "created_at")
+    )
+    return InteractionArrays(
+        actor=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        target=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
+        kind=np.fromiter(
+            (KIND_CODES[r[2]] for r in rows), dtype=np.int8, count=len(rows)
+        ),
+        ts=np.fromiter(
+            (r[3].timestamp() for r in rows), dtype=np.float64, count=len(rows)
+        ),
+    )
+
+
+def excluded_ids(*, user_id: int, history: InteractionArrays) -> np.ndarray:
+    """int64 sorted unique: the viewer, everyone they interacted with (any kind)
+    and everyone who blocked them."""
+    given = history.target[history.actor == user_id]
+    blocked_by = history.actor[
+        (history.target == user_id) & (history.kind == KIND_CODES[_BLOCK])
+    ]
+    return np.unique(np.concatenate([[user_id], given, blocked_by]).astype(np.int64))
+
+
+def population_mask(
+    arrays: FilterArrays, viewer: Viewer, *, today: dt.date
+) -> np.ndarray:
+    """bool [n]: the in-memory members allowed for ``viewer`` by every rule (on the
+    members' data as loaded; :func:`shortlist_check` re-checks fresh rows)."""
+    v = viewer.members
+    ages = arrays.ages_on(today)
+    viewer_age = age_on(_date_of(int(v.birth_day[0])), today)
+    one = np.uint8(1)
+    mask = arrays.eligible.copy()
+    mask &= ((np.uint8(v.seeking_mask[0]) >> arrays.gender) & one).astype(bool)
+    mask &= ((arrays.seeking_mask >> np.uint8(v.gender[0])) & one).astype(bool)
+    mask &= (ages >= int(v.min_age[0])) & (ages <= int(v.max_age[0]))
+    mask &= (arrays.min_age <= viewer_age) & (arrays.max_age >= viewer_age)
+    viewer_xyz = _unit_xyz(v.lat[:1], v.lon[:1])[0]
+    if np.all(np.isfinite(viewer_xyz)):
+        viewer_limit = float(v.max_distance_km[0])
+        limit = np.minimum(arrays.max_distance_km, viewer_limit)
+        limited = np.isfinite(limit) & np.isfinite(arrays.xyz[:, 0])
+        if limited.any():
+            rows = np.flatnonzero(limited & mask)
+            cosine = np.clip(arrays.xyz[rows] @ viewer_xyz, -1.0, 1.0)
+            distance = EARTH_RADIUS_KM * np.arccos(cosine)
+            mask[rows[distance > limit[rows]]] = False
+    excluded = sorted_positions(arrays.user_id, viewer.excluded)
+    mask[excluded[excluded >= 0]] = False
+    return mask
+
+
+def _date_of(day: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=day)
+
+
+# --- fresh rows --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberFacts:
+    """One member's fresh row: what the rules and the response need."""
+
+    user_id: int
+    display_name: str
+    birth_date: dt.date
+    gender: str
+    city: str
+    latitude: float | None
+    longitude: float | None
+    interests: list
+    created_at: dt.datetime
+    last_active_at: dt.datetime | None
+    is_visible: bool
+    is_active: bool
+    seeking_genders: list
+    min_age: int
+    max_age: int
+    max_distance_km: int | None
+
+    def seeks(self, gender: str) -> bool:
+        return not self.seeking_genders or gender in self.seeking_genders
+
+    def age_on(self, today: dt.date) -> int:
+        return age_on(self.birth_date, today)
+
+
+_FACT_COLUMNS = (
+    "user_id",
+    "display_name",
+    "birth_date",
+    "gender",
+    "city",
+    "latitude",
+    "longitude",
+    "interests",
+    "created_at",
+    "last_active_at",
+    "is_visible",
+    "user__is_active",
+    "user__preferences__seeking_genders",
+    "user__preferences__min_age",
+    "user__preferences__max_age",
+    "user__preferences__max_distance_km",
+)
+
+
+def _facts(row) -> MemberFacts:
+    (*head, seeking, min_age, max_age, max_distance) = row
+    return MemberFacts(
+        *head,
+        seeking_genders=seeking if isinstance(seeking, list) else [],
+        min_age=18 if min_age is None else min_age,
+        max_age=99 if max_age is None else max_age,
+        max_distance_km=max_distance,
+    )
+
+
+def member_facts_load(*, user_ids) -> dict[int, MemberFacts]:
+    """Fresh rows of the members ``user_ids`` (one query), by user id; members
+    without a profile are absent. Missing preferences mean the defaults."""
+    rows = Profile.objects.filter(user_id__in=list(user_ids)).values_list(
+        *_FACT_COLUMNS
+    )
+    return {row[0]: _facts(row) for row in rows}
+
+
+def pair_allowed(
+    viewer: MemberFacts,
+    candidate: MemberFacts,
+    *,
+    today: dt.date,
+    excluded: np.ndarray,
+) -> bool:
+    """Whether every rule allows showing ``candidate`` to ``viewer`` (fresh rows;
+    ``excluded``: sorted user ids the viewer interacted with or was blocked by)."""
+    if candidate.user_id == viewer.user_id:
+        return False
+    slot = np.searchsorted(excluded, candidate.user_id)
+    if slot < excluded.size and excluded[slot] == candidate.user_id:
+        return False
+    if not (candidate.is_visible and candidate.is_active):
+        return False
+    if not (viewer.seeks(candidate.gender) and candidate.seeks(viewer.gender)):
+        return False
+    viewer_age, candidate_age = viewer.age_on(today), candidate.age_on(today)
+    if not viewer.min_age <= candidate_age <= viewer.max_age:
+        return False
+    if not candidate.min_age <= viewer_age <= candidate.max_age:
+        return False
+    return _within_distance(viewer, candidate)
+
+
+def _within_distance(a: MemberFacts, b: MemberFacts) -> bool:
+    limits = [x for x in (a.max_distance_km, b.max_distance_km) if x is not None]
+    located = None not in (a.latitude, a.longitude, b.latitude, b.longitude)
+    if not limits or not located:
+        return True
+    distance = float(haversine_km(a.latitude, a.longitude, b.latitude, b.longitude))
+    return distance <= min(limits)
+
+
+def shortlist_check(
+    *, viewer_id: int, candidate_ids: list[int], excluded: np.ndarray, today: dt.date
+) -> tuple[MemberFacts | None, list[MemberFacts]]:
+    """Re-check a shortlist against the database in ONE query (the viewer's row
+    comes with it): (the viewer's fresh facts or None, the allowed candidates'
+    facts in the order of ``candidate_ids``)."""
+    facts = member_facts_load(user_ids=[viewer_id, *candidate_ids])
+    viewer = facts.get(viewer_id)
+    if viewer is None:
+        return None, []
+    allowed = [
+        facts[user_id]
+        for user_id in candidate_ids
+        if user_id in facts
+        and pair_allowed(viewer, facts[user_id], today=today, excluded=excluded)
+    ]
+    return viewer, allowed
+
+
+def random_allowed(
+    *,
+    viewer_id: int,
+    excluded: np.ndarray,
+    limit: int,
+    today: dt.date,
+    rng: np.random.Generator,
+    max_rounds: int = 4,
+) -> list[MemberFacts]:
+    """Up to ``limit`` random members allowed for the viewer, from the database
+    alone (the last fallback: no model, no member store). Reads a window of members
+    starting at a random user id, sharply pre-filtered in SQL (visible, active, of a
+    sought gender), a few windows at most."""
+    facts = member_facts_load(user_ids=[viewer_id])
+    viewer = facts.get(viewer_id)
+    if viewer is None:
+        return []
+    visible = Profile.objects.filter(is_visible=True, user__is_active=True).exclude(
+        user_id=viewer_id
+    )
+    if viewer.seeking_genders:
+        visible = visible.filter(gender__in=viewer.seeking_genders)
+    lowest = visible.order_by("user_id").values_list("user_id", flat=True).first()
+    if lowest is None:
+        return []
+    highest = visible.order_by("-user_id").values_list("user_id", flat=True).first()
+    found: dict[int, MemberFacts] = {}
+    window = max(limit * 20, 200)
+    for _ in range(max_rounds):
+        start = int(rng.integers(lowest, highest + 1))
+        rows = (
+            visible.filter(user_id__gte=start)
+            .order_by("user_id")
+            .values_list(*_FACT_COLUMNS)[:window]
+        )
+        for row in rows:
+            candidate = _facts(row)
+            if pair_allowed(viewer, candidate, today=today, excluded=excluded):
+                found[candidate.user_id] = candidate
+        if len(found) >= limit:
+            break
+    chosen = list(found.values())
+    rng.shuffle(chosen)
+    return chosen[:limit]
+
+
+def liked_viewer_keys(*, user_id: int, history: InteractionArrays) -> np.ndarray:
+    """int64 sorted ``actor * 2**32 + target`` keys of the likes the viewer
+    received (the ``candidate_liked_viewer`` feature of the viewer's pairs)."""
+    liked = (history.target == user_id) & history.is_positive
+    keys = history.actor[liked] * (np.int64(1) << np.int64(32)) + np.int64(user_id)
+    return np.unique(keys.astype(np.int64))
