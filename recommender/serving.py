@@ -71,12 +71,11 @@ from recommender.candidates import (
 from recommender.filters import (
     MemberFacts,
     Viewer,
-    excluded_ids,
     liked_viewer_keys,
     population_mask,
     random_allowed,
     shortlist_check,
-    viewer_history_load,
+    viewer_load,
 )
 from recommender.ml.data import SECONDS_PER_DAY
 from recommender.ml.features import (
@@ -97,7 +96,7 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("full", "unranked", "content_popularity", "random")
 STAGES = ("filters", "candidates", "ranking", "postprocess")
 
-SHORTLIST_FACTOR = 3  # candidates re-checked against the database per result
+SHORTLIST_FACTOR = 1.5  # candidates re-checked against the database per result
 DIVERSITY_LAMBDA = 0.8  # MMR: relevance weight (1 - it: similarity penalty)
 NEW_MEMBER_DAYS = 14.0
 NEW_MEMBER_BOOST = 0.10
@@ -724,20 +723,14 @@ def recommendations_compute(*, user, limit: int) -> RecommendationResult:
 
 
 def _viewer_load(user_id: int) -> Viewer:
-    members = db.members_load(user_ids=[user_id])
-    if members.n == 0:
+    viewer = viewer_load(user_id=user_id)
+    if viewer is None:
         raise ApplicationError(
             "Create your profile before asking for recommendations.",
             field="profile",
             status_code=404,
         )
-    history = viewer_history_load(user_id=user_id)
-    return Viewer(
-        user_id=user_id,
-        members=members,
-        history=history,
-        excluded=excluded_ids(user_id=user_id, history=history),
-    )
+    return viewer
 
 
 def viewer_store_build(viewer: Viewer, population: Population) -> FeatureStore:
@@ -873,17 +866,16 @@ def _postprocess(population, embedding, viewer, candidates, scores, limit, today
 
     # Re-check the best against the database; a second batch only if the first
     # lost too many (the store is minutes old, so this is rare).
-    size = SHORTLIST_FACTOR * limit + 10
+    size = int(SHORTLIST_FACTOR * limit) + 10
     chosen: list[int] = []
     facts: dict[int, MemberFacts] = {}
-    viewer_facts = None
     for start in (0, size):
         batch = order[start : start + size]
         if not batch.size:
             break
         ids = store.user_id[rows[batch]].tolist()
-        viewer_facts, allowed = shortlist_check(
-            viewer_id=viewer.user_id,
+        allowed = shortlist_check(
+            viewer=viewer.facts,
             candidate_ids=ids,
             excluded=viewer.excluded,
             today=today,
@@ -892,10 +884,11 @@ def _postprocess(population, embedding, viewer, candidates, scores, limit, today
             facts[candidate.user_id] = candidate
         position = {user_id: i for i, user_id in enumerate(ids)}
         chosen.extend(int(batch[position[c.user_id]]) for c in allowed)
-        if len(chosen) >= limit or viewer_facts is None:
+        if len(chosen) >= limit:
             break
-    if viewer_facts is None or not chosen:
+    if not chosen:
         return []
+    viewer_facts = viewer.facts
     chosen_arr = np.asarray(chosen, dtype=np.int64)
     picked = _diversify(chosen_arr, boosted, rows, embedding, store, limit)
     return [
@@ -994,7 +987,7 @@ def _norm(value) -> str:
 def _random(viewer: Viewer, limit: int, today: dt.date) -> list[Recommendation]:
     try:
         chosen = random_allowed(
-            viewer_id=viewer.user_id,
+            viewer=viewer.facts,
             excluded=viewer.excluded,
             limit=limit,
             today=today,
