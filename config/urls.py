@@ -7,6 +7,7 @@ from config.health import health_live, health_ready
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("interactions.api.urls")),
+    path("", include("recommender.api.urls")),
 ]
 
 urlpatterns = [

@@ -18,6 +18,7 @@ from interactions.models import (
     MatchEndReason,
 )
 from recommender.cache import recommendations_cache_invalidate
+from recommender.selectors import impression_get_latest
 
 MAX_CONTEXT_BYTES = 4096
 # The same words for "no such member" and "this member blocked you", so a block
@@ -46,6 +47,38 @@ def _validate_context(context: Any) -> dict:
             f"Must be at most {MAX_CONTEXT_BYTES} bytes of JSON.", field="context"
         )
     return context
+
+
+IMPRESSION_CONTEXT_KEYS = ("request_id", "experiment", "arm", "source", "position")
+
+
+def _context_with_impression(*, actor_id: int, target_id: int, context: dict) -> dict:
+    """The context, completed from the latest time the actor was shown the target.
+
+    Keys the client sent are kept. When it sent a ``request_id``, that request's
+    impression is used (so the keys added describe the response it acted on). This
+    is what lets the A/B report and position-bias features read an interaction's
+    experiment arm, source and position.
+    """
+    if all(key in context for key in IMPRESSION_CONTEXT_KEYS):
+        return context
+    request_id = context.get("request_id")
+    impression = impression_get_latest(
+        user_id=actor_id,
+        shown_user_id=target_id,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+    if impression is None:
+        return context
+    experiment, _, arm = impression.experiment.rpartition(":")
+    found = {
+        "request_id": impression.request_id,
+        "experiment": experiment,
+        "arm": arm if experiment else "",
+        "source": impression.sources[0] if impression.sources else "",
+        "position": impression.position,
+    }
+    return {**found, **context}
 
 
 def _lock_pair(*, actor_id: int, target_id: int) -> dict[int, User]:
@@ -129,6 +162,9 @@ def interaction_record(
     ).exists()
     if blocked_by_target:
         raise ApplicationError(UNKNOWN_TARGET, field="target")
+    context = _context_with_impression(
+        actor_id=actor.pk, target_id=target.pk, context=context
+    )
 
     interaction = Interaction.objects.filter(actor=actor, target=target).first()
     created = interaction is None

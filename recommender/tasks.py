@@ -118,3 +118,17 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
         training_run_fail(run_id=run.pk, error=f"could not queue the stages: {error!r}")
         raise
     return run.pk
+
+
+@shared_task(
+    name="recommender.tasks.impressions_write",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    max_retries=5,
+)
+def impressions_write(*, impressions: list[dict]) -> int:
+    """Bulk-insert a response's impressions (queued by ``impressions_log``)."""
+    from recommender.services import impressions_write
+
+    return impressions_write(impressions=impressions)

@@ -11,13 +11,17 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator
 from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
+from recommender.selectors import ab_report, ab_report_since
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 from registry.services import (
     activation_summary,
@@ -76,6 +80,19 @@ class MLModelAdminForm(MLModelServingForm):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Why; recorded in the activation log when is_active or traffic "
         "changes.",
+    )
+
+
+class ABReportForm(forms.Form):
+    kind = forms.ChoiceField(
+        choices=[("", "all kinds"), *ModelKind.choices], required=False
+    )
+    since = forms.IntegerField(
+        min_value=1,
+        max_value=3650,
+        required=False,
+        label="last N days",
+        help_text="Empty: all time.",
     )
 
 
@@ -161,6 +178,37 @@ class MLModelAdmin(admin.ModelAdmin):
         "artifact_sha256",
         "artifact_size_display",
     )
+
+    # --- the A/B report -----------------------------------------------------------
+
+    def get_urls(self):
+        report = path(
+            "ab-report/",
+            self.admin_site.admin_view(self.ab_report_view),
+            name="registry_mlmodel_ab_report",
+        )
+        return [report, *super().get_urls()]
+
+    def ab_report_view(self, request):
+        """Impressions, likes and matches per experiment arm (``ab_report``)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = ABReportForm(request.GET or None)
+        filters = form.cleaned_data if form.is_valid() else {}
+        rows = ab_report(
+            kind=filters.get("kind") or None,
+            since=ab_report_since(days=filters.get("since")),
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "A/B report: like and match rate per impression",
+            "opts": self.model._meta,
+            "form": form,
+            "rows": rows,
+        }
+        return TemplateResponse(
+            request, "admin/registry/mlmodel/ab_report.html", context
+        )
 
     # --- permissions --------------------------------------------------------------
 

@@ -1,0 +1,48 @@
+from rest_framework import serializers
+
+from recommender.selectors import DEFAULT_LIMIT, MAX_LIMIT
+
+
+# --- Input ------------------------------------------------------------------------
+class RecommendationQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_LIMIT,
+        default=DEFAULT_LIMIT,
+        help_text=f"How many members to recommend (1..{MAX_LIMIT}).",
+    )
+
+
+# --- Output -----------------------------------------------------------------------
+class RecommendationOutputSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    display_name = serializers.CharField()
+    age = serializers.IntegerField()
+    city = serializers.CharField()
+    interests = serializers.ListField(child=serializers.CharField())
+    score = serializers.FloatField()
+    rank = serializers.IntegerField(help_text="1 for the first recommendation.")
+    sources = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Candidate sources that proposed this member: collaborative, "
+        "content, popular, explore.",
+    )
+    reason = serializers.CharField(help_text="Why, in a few words.")
+
+
+class ExperimentOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Empty when no A/B test runs.")
+    arm = serializers.CharField(help_text='"control", "challenger" or empty.')
+
+
+class RecommendationListOutputSerializer(serializers.Serializer):
+    """Serializes a ``recommender.selectors.RecommendationPage``."""
+
+    results = RecommendationOutputSerializer(many=True)
+    strategy = serializers.CharField(
+        help_text="full, unranked, content_popularity or random: the pipeline level "
+        "that produced the answer."
+    )
+    model_versions = serializers.DictField(child=serializers.IntegerField())
+    experiment = ExperimentOutputSerializer()
+    request_id = serializers.CharField()

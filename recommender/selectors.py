@@ -1,0 +1,311 @@
+"""Reads of the recommender: a member's recommendations (cache or compute), their
+impressions, and the A/B report computed from them."""
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import asdict, dataclass, is_dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import (
+    Count,
+    DateTimeField,
+    Exists,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Profile, User
+from config.api import ApplicationError
+from interactions.models import POSITIVE_KINDS, Interaction, Match
+from recommender.cache import recommendations_cache_key
+from recommender.models import RecommendationLog
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+# A full answer is cached this long; a degraded one (no ranking model, a failed
+# load…) only briefly, so members get the full answer soon after serving recovers.
+CACHE_SECONDS = 300
+DEGRADED_CACHE_SECONDS = 30
+# How long a computation's claim on the member's cache entry lives (see below).
+CLAIM_SECONDS = 60
+NO_PROFILE = "This account has no member profile, so there is nothing to recommend."
+
+
+@dataclass(frozen=True)
+class RecommendationPage:
+    """What the recommendations endpoint answers, and what its impressions record.
+
+    ``results`` are plain dicts with the fields of ``serving.Recommendation``;
+    ``experiment`` is ``{"name", "arm"}`` (empty strings when no A/B test runs).
+    """
+
+    request_id: str
+    results: list[dict]
+    strategy: str
+    model_versions: dict[str, int]
+    experiment: dict[str, str]
+    generation: str
+    cached: bool
+    created_at: dt.datetime
+
+    @property
+    def experiment_label(self) -> str:
+        """``"name:arm"`` as impressions store it, ``""`` outside any experiment."""
+        name, arm = self.experiment["name"], self.experiment["arm"]
+        return f"{name}:{arm}" if name else ""
+
+
+def _cache_seconds(strategy: str) -> int:
+    kindred = getattr(settings, "KINDRED", {})
+    if strategy == "full":
+        return kindred.get("RECOMMENDATIONS_CACHE_SECONDS", CACHE_SECONDS)
+    return kindred.get("RECOMMENDATIONS_DEGRADED_CACHE_SECONDS", DEGRADED_CACHE_SECONDS)
+
+
+class _MemberCache:
+    """The member's cache entry; a cache outage makes every call a quiet miss.
+
+    After the first failure the remaining calls of the request skip the cache, so an
+    unreachable Redis costs one timeout and one log line per request, not three.
+    """
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
+        self.key = recommendations_cache_key(user_id=user_id)
+        self.available = True
+
+    def get(self):
+        if not self.available:
+            return None
+        try:
+            return cache.get(self.key)
+        except Exception:  # noqa: BLE001 - the cache is optional; compute instead
+            self._unavailable()
+            return None
+
+    def set(self, value, timeout: int) -> None:
+        if not self.available:
+            return
+        try:
+            cache.set(self.key, value, timeout)
+        except Exception:  # noqa: BLE001
+            self._unavailable()
+
+    def _unavailable(self) -> None:
+        self.available = False
+        logger.warning(
+            "recommendation cache unreachable; computing for member %s",
+            self.user_id,
+            exc_info=True,
+        )
+
+
+def _entry_from_result(result) -> dict:
+    """A cache entry from the engine's ``RecommendationResult``: plain data only, so
+    an entry written by one release is readable by the next."""
+    arm = result.experiment
+    return {
+        "generation": str(result.generation),
+        "results": [
+            asdict(item) if is_dataclass(item) else dict(item)
+            for item in result.results
+        ],
+        "strategy": result.strategy,
+        "model_versions": dict(result.model_versions),
+        "experiment": {"name": arm.experiment or "", "arm": arm.arm or ""},
+    }
+
+
+def _is_entry(value) -> bool:
+    return isinstance(value, dict) and "results" in value and "generation" in value
+
+
+def recommendations_get(
+    *, user: User, limit: int, request_id: str | None = None
+) -> RecommendationPage:
+    """The member's top ``limit`` recommendations, from their cache entry when it was
+    computed under the current serving generation, else from the engine.
+
+    The engine is always asked for ``MAX_LIMIT`` results, so every smaller limit is a
+    slice of one entry. The entry lives under the member's
+    ``recommendations_cache_key`` (which interactions and profile edits delete) and
+    records the serving generation it was computed under: a promotion, rollback or
+    index rebuild changes the generation and so retires every entry without deleting
+    any. A cache outage is logged and the answer computed. Raises ``ApplicationError``
+    (404) for an account without a member profile (e.g. staff).
+
+    A computation first claims the entry with a token and stores its answer only if
+    the claim is still there: an invalidation that lands while it computes (the
+    member liked someone meanwhile) deletes the claim, so a stale answer is dropped
+    instead of being cached for minutes.
+    """
+    from recommender import serving
+
+    request_id = request_id or str(uuid.uuid4())
+    member_cache = _MemberCache(user.pk)
+    generation = str(serving.serving_generation())
+    entry = member_cache.get()
+    cached = _is_entry(entry) and entry["generation"] == generation
+    if not cached:
+        if not Profile.objects.filter(pk=user.pk).exists():
+            raise ApplicationError(NO_PROFILE, status_code=404)
+        claim = {"claim": uuid.uuid4().hex}
+        member_cache.set(claim, CLAIM_SECONDS)
+        entry = _entry_from_result(
+            serving.recommendations_compute(user=user, limit=MAX_LIMIT)
+        )
+        # An answer from a bundle older than the generation (its reload is under
+        # way) could never be a hit: not worth a write.
+        if entry["generation"] == generation and member_cache.get() == claim:
+            member_cache.set(entry, _cache_seconds(entry["strategy"]))
+    _count_cache(hit=cached)
+    return RecommendationPage(
+        request_id=request_id,
+        results=entry["results"][:limit],
+        strategy=entry["strategy"],
+        model_versions=entry["model_versions"],
+        experiment=entry["experiment"],
+        generation=entry["generation"],
+        cached=cached,
+        created_at=timezone.now(),
+    )
+
+
+def _count_cache(*, hit: bool) -> None:
+    from recommender.metrics import RECOMMENDATION_CACHE
+
+    RECOMMENDATION_CACHE.labels(result="hit" if hit else "miss").inc()
+
+
+# --- impressions --------------------------------------------------------------------
+
+
+def impression_get_latest(
+    *, user_id: int, shown_user_id: int, request_id: str | None = None
+) -> RecommendationLog | None:
+    """The latest time ``user_id`` was shown ``shown_user_id`` (within ``request_id``
+    when given), or ``None``."""
+    impressions = RecommendationLog.objects.filter(
+        user_id=user_id, shown_user_id=shown_user_id
+    )
+    if request_id:
+        impressions = impressions.filter(request_id=request_id)
+    return impressions.order_by("-created_at", "-id").first()
+
+
+# --- the A/B report -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmReport:
+    experiment: str
+    arm: str
+    impressions: int
+    likes: int
+    matches: int
+
+    @property
+    def like_rate(self) -> float | None:
+        return self.likes / self.impressions if self.impressions else None
+
+    @property
+    def match_rate(self) -> float | None:
+        return self.matches / self.impressions if self.impressions else None
+
+
+ARM_ORDER = {"control": 0, "challenger": 1}
+END_OF_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+
+def ab_report(
+    *, kind: str | None = None, since: dt.datetime | None = None
+) -> list[ArmReport]:
+    """Impressions, likes and matches per experiment arm, computed in the database.
+
+    Each like is credited to exactly one impression: the latest impression of the
+    pair shown at or before the like (a member shown the same person in three
+    requests and liking them once counts one like, not three). An impression is
+    *liked* when the member's current verdict on the shown member is a like or a
+    super like recorded in ``[impression, next impression of the pair)``; it
+    *matched* when it is liked and the pair has a match made at or after the
+    impression. Rates are per impression. Only impressions served inside an
+    experiment count; ``kind`` keeps experiments about that model kind (experiment
+    names start with the kind, e.g. ``ranking-v5-vs-v4``), ``since`` impressions
+    from then on.
+    """
+    impressions = RecommendationLog.objects.exclude(experiment="")
+    if kind:
+        impressions = impressions.filter(
+            Q(experiment__startswith=f"{kind}-") | Q(experiment__contains=f"+{kind}-")
+        )
+    if since is not None:
+        impressions = impressions.filter(created_at__gte=since)
+
+    # The like window of an impression ends where the pair's next impression starts
+    # (or never): that is what credits a like to one impression only.
+    next_shown_at = Coalesce(
+        Subquery(
+            RecommendationLog.objects.filter(
+                user_id=OuterRef("user_id"),
+                shown_user_id=OuterRef("shown_user_id"),
+                created_at__gt=OuterRef("created_at"),
+            )
+            .order_by("created_at")
+            .values("created_at")[:1]
+        ),
+        Value(END_OF_TIME, output_field=DateTimeField()),
+    )
+    liked = Exists(
+        Interaction.objects.filter(
+            actor_id=OuterRef("user_id"),
+            target_id=OuterRef("shown_user_id"),
+            kind__in=POSITIVE_KINDS,
+            created_at__gte=OuterRef("created_at"),
+            created_at__lt=OuterRef("next_shown_at"),
+        )
+    )
+    matched = Exists(
+        Match.objects.filter(
+            Q(user_low_id=OuterRef("user_id"), user_high_id=OuterRef("shown_user_id"))
+            | Q(
+                user_low_id=OuterRef("shown_user_id"), user_high_id=OuterRef("user_id")
+            ),
+            matched_at__gte=OuterRef("created_at"),
+        )
+    )
+    rows = (
+        impressions.annotate(next_shown_at=next_shown_at)
+        .annotate(liked=liked, matched=matched)
+        .values("experiment")
+        .annotate(
+            n_impressions=Count("pk"),
+            n_likes=Count("pk", filter=Q(liked=True)),
+            n_matches=Count("pk", filter=Q(liked=True, matched=True)),
+        )
+    )
+    reports = []
+    for row in rows:
+        name, _, arm = row["experiment"].rpartition(":")
+        reports.append(
+            ArmReport(
+                experiment=name or row["experiment"],
+                arm=arm if name else "",
+                impressions=row["n_impressions"],
+                likes=row["n_likes"],
+                matches=row["n_matches"],
+            )
+        )
+    return sorted(reports, key=lambda r: (r.experiment, ARM_ORDER.get(r.arm, 2), r.arm))
+
+
+def ab_report_since(*, days: int | None) -> dt.datetime | None:
+    """The start of a report window of ``days`` days ending now (None: all time)."""
+    return None if days is None else timezone.now() - dt.timedelta(days=days)

@@ -1,0 +1,229 @@
+import logging
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from recommender.cache import (
+    recommendations_cache_invalidate,
+    recommendations_cache_key,
+)
+from recommender.selectors import (
+    CACHE_SECONDS,
+    DEGRADED_CACHE_SECONDS,
+    recommendations_get,
+)
+from tests.accounts.factories import member
+from tests.recommender import fakes
+
+pytestmark = pytest.mark.django_db
+
+# The fake engine and the token client, as fixtures of this module.
+engine, eager_tasks, client_for = fakes.engine, fakes.eager_tasks, fakes.client_for
+
+URL = reverse("recommendation-list")
+
+
+@pytest.fixture
+def viewer():
+    for _ in range(12):
+        member()
+    return member(display_name="Viewer")
+
+
+def test_the_second_call_is_served_from_the_cache(engine, client_for, viewer):
+    client = client_for(viewer)
+    first = client.get(URL, {"limit": 10})
+    second = client.get(URL, {"limit": 10})
+
+    assert len(engine.calls) == 1
+    assert first["X-Cache"] == "miss"
+    assert second["X-Cache"] == "hit"
+    assert second.json()["results"] == first.json()["results"]
+    assert second.json()["strategy"] == "full"
+    assert second.json()["experiment"] == first.json()["experiment"]
+    # Each response is its own request.
+    assert second["X-Request-ID"] != first["X-Request-ID"]
+
+
+def test_a_smaller_or_larger_limit_is_a_slice_of_the_cached_answer(
+    engine, client_for, viewer
+):
+    client = client_for(viewer)
+    ten = client.get(URL, {"limit": 10}).json()["results"]
+    three = client.get(URL, {"limit": 3}).json()["results"]
+    all_of_them = client.get(URL, {"limit": 100}).json()["results"]
+
+    assert len(engine.calls) == 1
+    assert three == ten[:3]
+    assert all_of_them[:10] == ten
+    assert len(all_of_them) == 12
+
+
+def test_members_do_not_share_entries(engine, client_for, viewer):
+    other = member()
+    client_for(viewer).get(URL)
+    client_for(other).get(URL)
+
+    assert [call["user_id"] for call in engine.calls] == [viewer.pk, other.pk]
+
+
+def test_an_interaction_invalidates_the_members_entry(
+    engine, client_for, viewer, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    shown = client.get(URL).json()["results"][0]["user_id"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        liked = client.post(
+            reverse("interaction-list"),
+            {"target": shown, "kind": "like"},
+            format="json",
+        )
+    assert liked.status_code == 201
+    again = client.get(URL)
+
+    assert len(engine.calls) == 2
+    assert again["X-Cache"] == "miss"
+
+
+def test_a_profile_change_invalidates_the_members_entry(
+    engine, client_for, viewer, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    client.get(URL)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        changed = client.patch(
+            reverse("profile-me"), {"city": "Hamburg"}, format="json"
+        )
+    assert changed.status_code == 200
+    client.get(URL)
+
+    assert len(engine.calls) == 2
+
+
+def test_a_preferences_change_invalidates_the_members_entry(
+    engine, client_for, viewer, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    client.get(URL)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        changed = client.patch(
+            reverse("profile-me"),
+            {"preferences": {"min_age": 25, "max_age": 40}},
+            format="json",
+        )
+    assert changed.status_code == 200
+    client.get(URL)
+
+    assert len(engine.calls) == 2
+
+
+def test_a_new_serving_generation_retires_every_entry(engine, client_for, viewer):
+    client = client_for(viewer)
+    client.get(URL)
+    client.get(URL)
+    assert len(engine.calls) == 1
+
+    # A promotion, a rollback or an index rebuild moves the generation.
+    engine.generation = "g2"
+    response = client.get(URL)
+
+    assert len(engine.calls) == 2
+    assert response["X-Cache"] == "miss"
+    assert client.get(URL)["X-Cache"] == "hit"
+
+
+def test_an_invalidation_during_the_computation_is_not_undone(
+    engine, client_for, viewer
+):
+    # The member likes someone while their recommendations are being computed: the
+    # answer computed from the older state must not be cached.
+    engine.during_compute = lambda user: recommendations_cache_invalidate(
+        user_id=user.pk
+    )
+    client = client_for(viewer)
+    client.get(URL)
+    engine.during_compute = None
+    client.get(URL)
+    client.get(URL)
+
+    assert len(engine.calls) == 2
+
+
+def test_a_full_answer_is_cached_longer_than_a_degraded_one(
+    engine, viewer, monkeypatch
+):
+    timeouts = []
+    real_set = cache.set
+
+    def spy(key, value, timeout=None, **kwargs):
+        if "results" in value:
+            timeouts.append(timeout)
+        return real_set(key, value, timeout, **kwargs)
+
+    monkeypatch.setattr(cache, "set", spy)
+    recommendations_get(user=viewer, limit=5)
+    engine.strategy = "unranked"
+    engine.generation = "g2"
+    recommendations_get(user=viewer, limit=5)
+
+    assert timeouts == [CACHE_SECONDS, DEGRADED_CACHE_SECONDS]
+
+
+def test_an_unreachable_cache_is_logged_and_the_answer_computed(
+    engine, client_for, viewer, monkeypatch, caplog
+):
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(args)
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(cache, "get", down)
+    monkeypatch.setattr(cache, "set", down)
+    client = client_for(viewer)
+
+    with caplog.at_level(logging.WARNING, logger="recommender.selectors"):
+        first = client.get(URL, {"limit": 5})
+        second = client.get(URL, {"limit": 5})
+
+    assert first.status_code == second.status_code == 200
+    assert len(first.json()["results"]) == 5
+    assert len(engine.calls) == 2
+    # One attempt and one log line per request, not one per cache call.
+    assert len(calls) == 2
+    warnings = [r for r in caplog.records if "cache unreachable" in r.getMessage()]
+    assert len(warnings) == 2
+
+
+def test_an_entry_left_by_another_release_is_a_miss(engine, client_for, viewer):
+    cache.set(recommendations_cache_key(user_id=viewer.pk), ["something", "else"])
+
+    response = client_for(viewer).get(URL)
+
+    assert response.status_code == 200
+    assert len(engine.calls) == 1
+
+
+def test_a_redis_that_refuses_connections_does_not_fail_the_request(
+    engine, client_for, viewer, settings
+):
+    # Nothing listens on port 1: every cache call fails to connect.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    client = client_for(viewer)
+
+    first = client.get(URL, {"limit": 4})
+    second = client.get(URL, {"limit": 4})
+
+    assert first.status_code == second.status_code == 200
+    assert len(second.json()["results"]) == 4
+    assert len(engine.calls) == 2
