@@ -122,6 +122,14 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="kindred"),
             "TIMEOUT": 300,
+            # A Redis that hangs must cost a request at most this long, not the OS
+            # connect timeout: the cache is an optimisation, never a dependency.
+            "OPTIONS": {
+                "socket_connect_timeout": env.float(
+                    "REDIS_TIMEOUT_SECONDS", default=0.5
+                ),
+                "socket_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
+            },
         }
     }
     CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL
