@@ -431,28 +431,28 @@ def random_allowed(
     if lowest is None:
         return []
     highest = visible.order_by("-user_id").values_list("user_id", flat=True).first()
+    columns = (
+        *_PROFILE_COLUMNS,
+        "user__is_active",
+        "user__preferences__seeking_genders",
+        "user__preferences__min_age",
+        "user__preferences__max_age",
+        "user__preferences__max_distance_km",
+    )
     found: dict[int, MemberFacts] = {}
     window = max(limit * 20, 200)
     for _ in range(max_rounds):
         start = int(rng.integers(lowest, highest + 1))
-        rows = (
-            visible.filter(user_id__gte=start)
-            .order_by("user_id")
-            .values_list(
-                *_PROFILE_COLUMNS,
-                "user__is_active",
-                "user__preferences__seeking_genders",
-                "user__preferences__min_age",
-                "user__preferences__max_age",
-                "user__preferences__max_distance_km",
-            )[:window]
-        )
+        ordered = visible.order_by("user_id").values_list(*columns)
+        rows = list(ordered.filter(user_id__gte=start)[:window])
+        if len(rows) < window:  # wrap around to the lowest ids
+            rows += ordered.filter(user_id__lt=start)[: window - len(rows)]
         for row in rows:
             candidate = _facts(row)
             if pair_allowed(viewer, candidate, today=today, excluded=excluded):
                 found[candidate.user_id] = candidate
-        if len(found) >= limit:
-            break
+        if len(found) >= limit or len(rows) < window:
+            break  # enough, or every candidate row was read
     chosen = list(found.values())
     rng.shuffle(chosen)
     return chosen[:limit]

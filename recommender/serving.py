@@ -265,6 +265,9 @@ class Bundle:
     rankings: dict[int, RankingEntry]
     loaded_at: float  # unix seconds
     load_seconds: float
+    # Parts that failed to load (a partial bundle, served only when there was no
+    # complete one to keep); they are retried every RETRY_SECONDS.
+    errors: list[str] = field(default_factory=list)
 
 
 class _ServingState:
@@ -331,9 +334,18 @@ def _bundle_for_request() -> Bundle | None:
             return None  # the first load failed just now; don't hammer
         _load(generation)  # the first load: nothing to serve with meanwhile
         return _state.bundle
-    if bundle.generation != generation or _store_is_stale(bundle):
+    if _needs_reload(bundle, generation):
         _reload_soon(generation)
-    return bundle
+    return _state.bundle  # the new one if the reload ran inline
+
+
+def _needs_reload(bundle: Bundle, generation: str) -> bool:
+    retry_partial = bundle.errors and (
+        time.monotonic() - _state.attempted_at >= RETRY_SECONDS
+    )
+    return bool(
+        bundle.generation != generation or _store_is_stale(bundle) or retry_partial
+    )
 
 
 def _reload_soon(generation: str) -> None:
@@ -374,11 +386,7 @@ def _load(generation: str) -> None:
     """Load the bundle for ``generation`` and swap it in (see the module doc)."""
     with _state.load_lock:
         old = _state.bundle
-        if (
-            old is not None
-            and old.generation == generation
-            and not _store_is_stale(old)
-        ):
+        if old is not None and not _needs_reload(old, generation):
             return  # another thread loaded it while this one waited
         _state.attempted, _state.attempted_at = generation, time.monotonic()
         started = time.monotonic()
@@ -392,6 +400,7 @@ def _load(generation: str) -> None:
             old is not None
             and old.snapshot.key() == snapshot.key()
             and not _store_is_stale(old)
+            and not old.errors
         ):
             # Nothing to load (e.g. only a traffic share changed).
             _swap(dataclasses.replace(old, generation=generation, snapshot=snapshot))
@@ -400,7 +409,8 @@ def _load(generation: str) -> None:
         bundle.load_seconds = time.monotonic() - started
         metrics.SERVING_LOAD_SECONDS.observe(bundle.load_seconds)
         if errors:
-            if old is not None:
+            bundle.errors = errors
+            if old is not None and not old.errors:
                 _record_failure(errors, keep=old)
                 return
             _record_failure(errors, keep=None)
@@ -706,7 +716,11 @@ def recommendations_compute(*, user, limit: int) -> RecommendationResult:
         except Exception:  # noqa: BLE001 - a lesser answer exists
             logger.exception("recommendation pipeline failed for %s", user_id)
     if result is None or (not result[0] and limit > 0):
-        result = _random(viewer, limit, today), "random", {}, {}
+        # Nothing from the pipeline: random allowed members, if the database has
+        # any (an empty pipeline answer stays as it was when it has none either).
+        fallback = _random(viewer, limit, today)
+        if result is None or fallback:
+            result = fallback, "random", {}, {}
         clock.lap("postprocess")
     results, strategy, versions, model_ids = result
     metrics.RECOMMENDATIONS_STRATEGY.labels(strategy=strategy).inc()
@@ -802,18 +816,25 @@ def _compute(bundle, arm, viewer, limit, today, clock):
     if embedding is not None:
         strategy = "unranked"
         versions = {"embedding": embedding.version, "index": embedding.index_id}
-        model_ids = {ModelKind.EMBEDDING: embedding.model_id}
+        model_ids = {"embedding": embedding.model_id}
     else:
         strategy = "content_popularity"
     scores = candidates.score.astype(np.float64)
-    if embedding is not None and ranking is not None and candidates.k:
+    if embedding is not None and ranking is not None:
         try:
-            scores = _rank(
-                population, embedding, ranking, viewer_store, taste, appeal, candidates
-            )
+            if candidates.k:
+                scores = _rank(
+                    population,
+                    embedding,
+                    ranking,
+                    viewer_store,
+                    taste,
+                    appeal,
+                    candidates,
+                )
             strategy = "full"
             versions["ranking"] = ranking.version
-            model_ids[ModelKind.RANKING] = ranking.model_id
+            model_ids["ranking"] = ranking.model_id
         except Exception:  # noqa: BLE001 - candidate scores still rank sensibly
             logger.exception("ranking model %s failed; unranked", ranking.model_id)
     clock.lap("ranking")

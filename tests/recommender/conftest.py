@@ -16,3 +16,7 @@ def media(settings, tmp_path):
 def seeded(db):
     """~300 demo members with ~20 interactions each (planted structure)."""
     return demo_seed(users=SEED_USERS, seed=7)
+
+
+# The serving engine's fixtures live with their builders.
+from tests.recommender.serving_fixtures import engine, trained  # noqa: E402,F401
