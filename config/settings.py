@@ -258,6 +258,22 @@ KINDRED = {
     "EMBEDDING_DIM": env.int("EMBEDDING_DIM", default=32),
     "INDEX_EXACT_THRESHOLD": env.int("INDEX_EXACT_THRESHOLD", default=50_000),
     "TRAINING_STALE_SECONDS": env.int("TRAINING_STALE_SECONDS", default=1800),
+    # Serving: the in-memory member store is reloaded at least this often (new
+    # members, changed profiles); reloads run in a background thread unless off.
+    "SERVING_STORE_REFRESH_SECONDS": env.float(
+        "SERVING_STORE_REFRESH_SECONDS", default=600.0
+    ),
+    "SERVING_RELOAD_IN_BACKGROUND": env.bool(
+        "SERVING_RELOAD_IN_BACKGROUND", default=True
+    ),
+    # Per-member result cache: a full answer, and a degraded one (kept briefly so
+    # members get the full answer soon after serving recovers).
+    "RECOMMENDATIONS_CACHE_SECONDS": env.int(
+        "RECOMMENDATIONS_CACHE_SECONDS", default=300
+    ),
+    "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS": env.int(
+        "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS", default=30
+    ),
 }
 
 LOGGING = {
