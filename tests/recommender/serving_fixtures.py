@@ -6,9 +6,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
+from accounts.demo import demo_members
 from accounts.models import Gender, User
 from interactions.models import Interaction
 from recommender import serving
@@ -16,6 +18,21 @@ from registry.artifacts import artifact_read_verified
 from registry.models import MLModel
 from registry.services import model_activate, model_deactivate, model_register
 from tests.accounts.factories import member
+
+
+def open_members(limit: int = 10) -> list[User]:
+    """Demo members who liked someone (they have a learned taste), with open
+    enough preferences to have dozens of candidates among ~300 members."""
+    return list(
+        demo_members()
+        .filter(
+            interactions_given__kind="like",
+            preferences__max_age__gte=F("preferences__min_age") + 15,
+            preferences__max_distance_km__isnull=True,
+        )
+        .distinct()
+        .order_by("pk")[:limit]
+    )
 
 
 @pytest.fixture

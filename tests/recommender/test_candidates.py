@@ -2,34 +2,17 @@
 
 import numpy as np
 import pytest
-from django.db.models import F
 
-from accounts.demo import demo_members
 from accounts.models import Gender
 from recommender.candidates import SOURCES, Candidates, interest_jaccard
 from tests.accounts.factories import member
-from tests.recommender.serving_fixtures import years_ago
+from tests.recommender.serving_fixtures import open_members, years_ago
 
 pytestmark = pytest.mark.django_db
 
 
-def _with_history(limit=5):
-    """Demo members who liked someone (they have a learned taste), with open
-    enough preferences to have dozens of candidates among ~300 members."""
-    return list(
-        demo_members()
-        .filter(
-            interactions_given__kind="like",
-            preferences__max_age__gte=F("preferences__min_age") + 15,
-            preferences__max_distance_km__isnull=True,
-        )
-        .distinct()
-        .order_by("pk")[:limit]
-    )
-
-
 def test_a_member_with_history_gets_collaborative_candidates(engine, trained):
-    for user in _with_history():
+    for user in open_members():
         result = engine.recommendations_compute(user=user, limit=50)
 
         assert result.strategy == "full"
@@ -60,7 +43,7 @@ def test_a_brand_new_member_gets_content_candidates_and_no_collaborative(
 
 
 def test_popular_and_explore_sources_are_tagged_too(engine, trained):
-    user = _with_history(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=100)
 

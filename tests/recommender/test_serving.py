@@ -6,7 +6,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from django.db.models import F
 from prometheus_client import REGISTRY
 
 from accounts.demo import demo_members, demo_seed
@@ -21,6 +20,7 @@ from registry.services import model_set_traffic
 from tests.accounts.factories import UserFactory
 from tests.recommender.serving_fixtures import (
     deactivate,
+    open_members,
     register_copy,
     scene_build,
     shown_ids,
@@ -28,21 +28,6 @@ from tests.recommender.serving_fixtures import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-def _open_members(limit=10):
-    """Demo members with history and open enough preferences to have dozens of
-    candidates among ~300 members."""
-    return list(
-        demo_members()
-        .filter(
-            interactions_given__kind="like",
-            preferences__max_age__gte=F("preferences__min_age") + 15,
-            preferences__max_distance_km__isnull=True,
-        )
-        .distinct()
-        .order_by("pk")[:limit]
-    )
 
 
 def _assert_all_allowed(user, result):
@@ -62,7 +47,7 @@ def _assert_all_allowed(user, result):
 
 
 def test_a_full_answer_is_ranked_explained_and_respects_every_filter(engine, trained):
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
 
@@ -94,7 +79,7 @@ def test_a_full_answer_is_ranked_explained_and_respects_every_filter(engine, tra
 
 
 def test_a_smaller_limit_is_a_prefix_of_the_same_ranking_size(engine, trained):
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     assert len(engine.recommendations_compute(user=user, limit=3).results) == 3
     assert engine.recommendations_compute(user=user, limit=0).results == []
@@ -111,7 +96,7 @@ def test_a_user_without_a_profile_gets_a_clear_404(engine):
 def test_the_viewer_row_is_built_like_the_members_in_memory(engine, trained):
     """Serving builds the viewer's features fresh; they equal the row the shared
     feature code computed for the same member over everyone."""
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
     engine.recommendations_compute(user=user, limit=1)
     population = engine._state.bundle.population
     row = int(population.store.index_of(np.array([user.pk]))[0])
@@ -152,7 +137,7 @@ def test_no_trained_model_at_all_still_answers_from_content_and_popularity(engin
 
 def test_without_a_ranking_model_candidates_are_served_unranked(engine, trained):
     deactivate(ModelKind.RANKING)
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
 
@@ -168,7 +153,7 @@ def test_a_ranking_model_that_raises_degrades_to_unranked(engine, trained, monke
         raise RuntimeError("model exploded")
 
     monkeypatch.setattr(serving, "predict_scores", broken)
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
 
@@ -179,7 +164,7 @@ def test_a_ranking_model_that_raises_degrades_to_unranked(engine, trained, monke
 
 def test_without_an_embedding_model_content_and_popularity_serve(engine, trained):
     deactivate(ModelKind.EMBEDDING)
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
 
@@ -192,7 +177,7 @@ def test_without_an_embedding_model_content_and_popularity_serve(engine, trained
 
 def test_without_an_index_content_and_popularity_serve(engine, trained):
     IndexArtifact.objects.all().delete()
-    user = _open_members(1)[0]
+    user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
 
@@ -268,7 +253,7 @@ def test_a_challenger_member_is_served_by_the_challenger_model(engine, trained):
     model_set_traffic(
         model=challenger, traffic_percent=50, actor=None, actor_label="test"
     )
-    members = _open_members(10)
+    members = open_members(10)
     engine.serving_refresh()
     by_arm = {arm_for(user_id=u.pk).arm: u for u in members}
     assert set(by_arm) == {"control", "challenger"}
@@ -344,7 +329,7 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media):
 
 def test_results_are_spread_over_sources_and_reasons(engine, trained):
     reasons = Counter()
-    for user in _open_members(10):
+    for user in open_members(10):
         for rec in engine.recommendations_compute(user=user, limit=20).results:
             reasons[rec.reason.split(" ")[0]] += 1
 
