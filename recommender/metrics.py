@@ -1,11 +1,27 @@
 """Prometheus metrics of the recommendation path.
 
-Defined once at import (cheap: no I/O) in the default registry; the ``/metrics``
-endpoint that exposes them comes later. Under gunicorn with several workers each
-process counts on its own until that endpoint sets up multiprocess collection.
+Defined once at import (cheap: no I/O) in the default registry and exposed by
+``/metrics`` (``config.metrics``). Under gunicorn every worker writes its values to
+``PROMETHEUS_MULTIPROC_DIR``; each gauge says how the workers' values combine
+(``multiprocess_mode``): per live process (``liveall``: the version each worker
+serves, so a promotion shows worker by worker) or the largest (``livemax``).
 """
 
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class _ZeroingGauge(Gauge):
+    """A labelled gauge whose ``clear()`` first sets its series to 0: in
+    multiprocess mode the values live in files that ``clear()`` alone leaves
+    behind, so a version no longer served would still read 1."""
+
+    def clear(self) -> None:
+        with self._lock:
+            children = list(self._metrics.values())
+        for child in children:
+            child.set(0)
+        super().clear()
+
 
 STAGE_BUCKETS = (
     0.0005,
@@ -40,23 +56,27 @@ RECOMMENDATION_CACHE = Counter(
     "Per-member recommendation cache lookups.",
     ["result"],
 )
-MODEL_VERSION_INFO = Gauge(
+MODEL_VERSION_INFO = _ZeroingGauge(
     "model_version_info",
-    "1 for each model version this process serves (role: active or challenger).",
+    "1 for each model version a live process serves (role: active or challenger).",
     ["kind", "version", "role"],
+    multiprocess_mode="livemax",
 )
 ACTIVE_MODEL_VERSION = Gauge(
     "active_model_version",
     "Version of the active model of each kind loaded in this process (0 = none).",
     ["kind"],
+    multiprocess_mode="liveall",
 )
 SERVING_INDEX_SIZE = Gauge(
     "serving_index_vectors",
     "Vectors in the FAISS index this process searches (0 = none loaded).",
+    multiprocess_mode="liveall",
 )
 SERVING_DEGRADED = Gauge(
     "serving_degraded",
-    "1 when the last model load of this process failed (older models kept).",
+    "1 when the last model load of a live process failed (older models kept).",
+    multiprocess_mode="livemax",
 )
 SERVING_LOAD_SECONDS = Histogram(
     "serving_bundle_load_seconds",
