@@ -2,11 +2,25 @@
 
 No ``preload_app``: each worker imports Django and loads models after the fork
 (FAISS/OpenMP state must not cross a fork), and OpenMP gets one thread per worker.
+
+Prometheus: the workers share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (a new temporary
+directory, or the given one emptied at start) so ``/metrics`` sums every worker;
+a worker's live gauges are dropped when it exits. Logs: gunicorn's own lines use
+the same structured format as Django's (``config/logging_setup.py``).
 """
 
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# gunicorn loads this file by path; the project root makes ``config`` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.logging_setup import logging_config  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -19,3 +33,42 @@ max_requests_jitter = 100
 preload_app = False
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "") else None
 errorlog = "-"
+
+_debug = os.environ.get("DJANGO_DEBUG", "").lower() in ("1", "true", "yes", "on")
+logconfig_dict = logging_config(
+    debug=(os.environ.get("LOG_FORMAT") or ("console" if _debug else "json"))
+    == "console",
+    level=os.environ.get("LOG_LEVEL", "INFO"),
+)
+# Django's own "request" line (config.middleware) is the access log; gunicorn's
+# is kept only when asked for.
+logconfig_dict["loggers"]["gunicorn.access"]["level"] = (
+    "INFO" if accesslog else "WARNING"
+)
+
+# Set before any worker imports prometheus_client (workers fork from this process).
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="kindred-prometheus-"
+    )
+
+
+def on_starting(server):
+    """Empty a given metrics directory of a previous run's values."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop the exited worker's live gauges (its counters keep counting)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,8 +1,11 @@
+import os
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config.health import health_live, health_ready
+from config.health import health_live, health_ready, health_status
+from config.metrics import metrics_view
 
 api_v1 = [
     path("", include("accounts.api.urls")),
@@ -14,7 +17,22 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/live", health_live, name="health-live"),
     path("health/ready", health_ready, name="health-ready"),
+    path("health", health_status, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
+
+# Benchmark only: the naive baseline of the recommendation endpoint, mounted when
+# the endpoint benchmark starts gunicorn with KINDRED_BENCH_NAIVE=1; never otherwise.
+if os.environ.get("KINDRED_BENCH_NAIVE", "") == "1":
+    from recommender.benchmarks.naive import NaiveRecommendationApi
+
+    urlpatterns.append(
+        path(
+            "api/v1/bench/naive-recommendations/",
+            NaiveRecommendationApi.as_view(),
+            name="bench-naive-recommendations",
+        )
+    )

@@ -1,0 +1,128 @@
+"""What the generated OpenAPI schema says beyond the views' own annotations.
+
+``KindredAutoSchema`` (``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]``) documents, for
+every operation, what ``config.api`` and ``config.middleware`` do to all of them:
+
+* the error body ``{"message", "code", "fields"}`` (component ``Error``) on the
+  statuses the operation can answer with: 400 when it takes input, 401 and 403 when
+  it needs authentication, 404 when it needs a member or an id, 429 when it is
+  throttled;
+* the ``X-Request-ID`` request header and the ``X-Request-ID`` / ``X-Process-Time``
+  response headers (every status);
+* a tag per resource (``accounts``, ``interactions``, ``recommendations``…) so a
+  generated client groups operations sensibly.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+API_PREFIX = "/api/v1/"
+
+ERROR_DESCRIPTIONS = {
+    "400": "Invalid input: `fields` maps each field at fault to its messages.",
+    "401": "Missing or invalid credentials (`Authorization: Token <key>`).",
+    "403": "Authenticated but not allowed (or a session request without CSRF).",
+    "404": "No such object, or the account has no member profile.",
+    "429": "Too many requests: throttled; retry after the `Retry-After` seconds.",
+}
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every API error (``config.api.exception_handler``)."""
+
+    message = serializers.CharField(
+        help_text="Human-readable; names the field at fault, e.g. "
+        '"limit: Ensure this value is less than or equal to 100."'
+    )
+    code = serializers.CharField(
+        help_text='Machine-readable: "invalid", "not_authenticated", '
+        '"permission_denied", "not_found", "throttled"…'
+    )
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field name → its messages; empty when the error is not about "
+        "one field.",
+    )
+
+    class Meta:
+        ref_name = "Error"
+
+
+REQUEST_ID_PARAMETERS = [
+    OpenApiParameter(
+        "X-Request-ID",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Your id for this request (1-64 of A-Z a-z 0-9 . _ -), echoed "
+        "in the response; anything else is replaced by a new uuid4.",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+    ),
+    OpenApiParameter(
+        "X-Request-ID",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        required=True,
+        description="The request id: yours if it was sane, else a new uuid4; "
+        "it is on every log line of the request.",
+    ),
+    OpenApiParameter(
+        "X-Process-Time",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        required=True,
+        description="Seconds the server spent on the request, e.g. 0.012345.",
+    ),
+]
+
+
+class KindredAutoSchema(AutoSchema):
+    def get_override_parameters(self):
+        return [*super().get_override_parameters(), *REQUEST_ID_PARAMETERS]
+
+    def get_tags(self) -> list[str]:
+        if self.path.startswith(API_PREFIX):
+            resource = self.path[len(API_PREFIX) :].split("/", 1)[0]
+            if resource:
+                return [resource]
+        return super().get_tags()
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(
+            path, path_regex, path_prefix, method, registry
+        )
+        if operation is None or not path.startswith(API_PREFIX):
+            return operation
+        responses = operation["responses"]
+        for code in self._error_codes(operation):
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(ErrorSerializer, ERROR_DESCRIPTIONS[code]), code
+                )
+        return operation
+
+    def _error_codes(self, operation: dict) -> list[str]:
+        takes_input = "requestBody" in operation or any(
+            parameter["in"] in ("query", "path")
+            for parameter in operation.get("parameters", [])
+        )
+        security = operation.get("security")
+        needs_auth = bool(security) and {} not in security
+        has_ids = any(
+            parameter["in"] == "path" for parameter in operation.get("parameters", [])
+        )
+        codes = []
+        if takes_input:
+            codes.append("400")
+        if needs_auth:
+            codes += ["401", "403"]
+        if needs_auth or has_ids:
+            codes.append("404")
+        if self.view.get_throttles():
+            codes.append("429")
+        return codes
