@@ -15,6 +15,8 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
+from config.logging_setup import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -53,6 +55,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: request id, timing, the request log line and latency metrics for
+    # every response.
+    "config.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -212,7 +217,7 @@ REST_FRAMEWORK = {
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.KindredAutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "signup": env("THROTTLE_SIGNUP", default="20/hour"),
         "token": env("THROTTLE_TOKEN", default="30/minute"),
@@ -276,9 +281,11 @@ KINDRED = {
     ),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-}
+# Structured logs (config/logging_setup.py): JSON lines, readable ones with DEBUG
+# (or LOG_FORMAT=console); one "request" line per request unless LOG_REQUESTS is off.
+LOGGING = logging_config(
+    debug=(env("LOG_FORMAT", default="") or ("console" if DEBUG else "json"))
+    == "console",
+    level=env("LOG_LEVEL", default="INFO"),
+)
+LOG_REQUESTS = env.bool("LOG_REQUESTS", default=True)
