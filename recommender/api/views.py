@@ -1,7 +1,3 @@
-import re
-import time
-import uuid
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
@@ -13,15 +9,26 @@ from recommender.api.serializers import (
 )
 from recommender.services import recommendations_serve
 
-# A client's own request id is echoed only if it is this tame (it ends up in
-# headers, logs and the impression log).
-SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def request_id_from(request) -> str:
-    """The client's X-Request-ID when it is sane, else a new uuid4."""
-    given = request.headers.get("X-Request-ID", "")
-    return given if SANE_REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+RESPONSE_HEADERS = [
+    OpenApiParameter(
+        name,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200],
+        required=True,
+        description=description,
+    )
+    for name, description in (
+        (
+            "X-Model-Versions",
+            'Versions that served, e.g. "embedding=3,ranking=5"; '
+            '"none" without models.',
+        ),
+        ("X-Experiment", 'The A/B experiment and arm, or "none".'),
+        ("X-Recommendation-Strategy", "full, unranked, content_popularity or random."),
+        ("X-Cache", "hit or miss: whether the answer came from the member's cache."),
+    )
+]
 
 
 def recommendation_headers(page) -> dict[str, str]:
@@ -35,26 +42,12 @@ def recommendation_headers(page) -> dict[str, str]:
 
 
 class RecommendationListApi(APIView):
-    """Every response, errors included, carries X-Request-ID and X-Process-Time."""
-
-    def initial(self, request, *args, **kwargs):
-        request.started_at = time.perf_counter()
-        request.request_id = request_id_from(request)
-        super().initial(request, *args, **kwargs)
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        request_id = getattr(request, "request_id", None) or request_id_from(request)
-        started_at = getattr(request, "started_at", None) or time.perf_counter()
-        response["X-Request-ID"] = request_id
-        response["X-Process-Time"] = f"{time.perf_counter() - started_at:.6f}"
-        return response
+    """Recommendations for the signed-in member. The request id is
+    ``config.middleware``'s (the client's sane X-Request-ID, echoed, or a new one):
+    the body's ``request_id`` equals the response's ``X-Request-ID`` header."""
 
     @extend_schema(
-        parameters=[
-            RecommendationQuerySerializer,
-            OpenApiParameter("X-Request-ID", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
+        parameters=[RecommendationQuerySerializer, *RESPONSE_HEADERS],
         responses={200: RecommendationListOutputSerializer},
     )
     def get(self, request):
