@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recommender.benchmarks.common import NOTES_END, NOTES_START, fmt, table
 
+STAGE_ORDER = ["load", "features", "embeddings", "index", "ranking", "evaluate"]
 ORDER = {"search": 0, "endpoint": 1, "training": 2, "profile": 3}
 
 INTRO = """# Benchmarks
@@ -212,7 +213,12 @@ def _render_training(name: str, s: dict) -> str:
             ", ".join(fmt(x, 1) for x in v.get("all", [])),
             v.get("peak_rss_mib"),
         ]
-        for stage, v in (s.get("stages") or {}).items()
+        for stage, v in sorted(
+            (s.get("stages") or {}).items(),
+            key=lambda item: (
+                STAGE_ORDER.index(item[0]) if item[0] in STAGE_ORDER else 99
+            ),
+        )
     ]
     rows.append(
         [

@@ -1,0 +1,70 @@
+"""A small run of ``manage.py benchmark`` so the command cannot rot (no timing
+assertions: speed is what the command measures, not what tests check)."""
+
+import json
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import NoReverseMatch, reverse
+
+from recommender.benchmarks.common import NOTES_END, NOTES_START, latency_stats
+from recommender.benchmarks.search import COPY_HEADER, COPY_TRAILER, copy_binary_rows
+
+
+def test_search_smoke_writes_json_and_markdown_and_keeps_notes(tmp_path):
+    args = ["--search", "--users", "2000", "--repeat", "1", "--queries", "20"]
+    args += ["--no-pgvector", "--cache-dir", "", "--out", str(tmp_path)]
+    call_command("benchmark", *args)
+
+    results = json.loads((tmp_path / "BENCHMARKS.json").read_text())
+    section = results["search-2000"]
+    assert section["users"] == 2000 and section["dim"] == 64
+    assert section["machine"]["cores"] >= 1 and section["machine"]["cpu"] is not None
+    methods = {row["method"] for row in section["rows"]}
+    assert methods == {"numpy exact", "faiss Flat", "faiss IVF", "faiss HNSW"}
+    for row in section["rows"]:
+        assert set(row["latency"]) == {"k=100", "k=500"}
+        assert row["latency"]["k=100"]["n"] == 20
+        if row["method"] in ("numpy exact", "faiss Flat"):
+            assert row["recall"]["recall@100"] == 1.0
+    assert section["serving_default"]["recall@100"] >= 0.95
+
+    md = tmp_path / "BENCHMARKS.md"
+    text = md.read_text()
+    assert "## Candidate search: 2,000 members x 64 dims" in text
+    assert "| faiss HNSW |" in text
+    # Hand-written notes survive a re-render; sections merge by name.
+    md.write_text(text.replace(NOTES_START + "\n", NOTES_START + "\nOur notes.\n"))
+    call_command("benchmark", *args[:2], "1000", *args[3:])
+    text = md.read_text()
+    assert "Our notes." in text.split(NOTES_END)[0]
+    assert "2,000 members" in text and "1,000 members" in text
+
+
+def test_benchmark_needs_a_choice_and_sane_scales(tmp_path):
+    with pytest.raises(CommandError, match="at least one"):
+        call_command("benchmark", "--out", str(tmp_path))
+    with pytest.raises(CommandError):
+        call_command("benchmark", "--search", "--users", "0", "--out", str(tmp_path))
+
+
+def test_copy_binary_rows_is_postgres_binary_copy():
+    ids = np.array([7, 9], dtype=np.int64)
+    vectors = np.array([[1.0, -2.0], [0.5, 0.25]], dtype=np.float32)
+    data = copy_binary_rows(ids, vectors)
+    assert data.startswith(COPY_HEADER) and data.endswith(COPY_TRAILER)
+    row = data[len(COPY_HEADER) : len(COPY_HEADER) + 2 + 4 + 8 + 4 + 4 + 8]
+    assert row[:2] == (2).to_bytes(2, "big")  # two fields
+    assert int.from_bytes(row[6:14], "big") == 7
+    assert np.frombuffer(row[22:30], dtype=">f4").tolist() == [1.0, -2.0]
+
+
+def test_latency_stats_in_milliseconds():
+    stats = latency_stats([0.001] * 99 + [0.1])
+    assert stats["n"] == 100 and stats["p50_ms"] == 1.0 and stats["max_ms"] == 100.0
+
+
+def test_naive_baseline_is_not_mounted_by_default():
+    with pytest.raises(NoReverseMatch):
+        reverse("bench-naive-recommendations")
