@@ -9,8 +9,9 @@ DEMO_SEED ?= 42
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?= --search --users 100000
 
-.PHONY: run test install setup serve lint check
+.PHONY: run test install setup serve lint check bench
 
 ## make run: install, migrate, seed demo data, train the models and build the index,
 ## print an admin login, serve on :8000
@@ -52,3 +53,13 @@ lint: install
 check: install
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
+
+## make bench: install the benchmark tools (requirements-bench.txt, Debian's wrk) and
+## run `manage.py benchmark $(BENCH_ARGS)`; figures land in BENCHMARKS.md/.json
+bench: install $(VENV)/.bench-installed
+	$(PY) manage.py benchmark $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: requirements-bench.txt requirements.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk
+	touch $@
