@@ -14,14 +14,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator
 from django.http import HttpResponseRedirect
+from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
 from recommender.selectors import ab_report, ab_report_since
+from registry.dashboard import registry_dashboard
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 from registry.services import (
     activation_summary,
@@ -182,12 +185,89 @@ class MLModelAdmin(admin.ModelAdmin):
     # --- the A/B report -----------------------------------------------------------
 
     def get_urls(self):
-        report = path(
-            "ab-report/",
-            self.admin_site.admin_view(self.ab_report_view),
-            name="registry_mlmodel_ab_report",
+        admin_view = self.admin_site.admin_view  # staff only, CSRF-protected
+        own = [
+            path(
+                "ab-report/",
+                admin_view(self.ab_report_view),
+                name="registry_mlmodel_ab_report",
+            ),
+            path(
+                "dashboard/",
+                admin_view(self.dashboard_view),
+                name="registry_mlmodel_dashboard",
+            ),
+            path(
+                "dashboard/promote/<int:pk>/",
+                admin_view(require_POST(self.dashboard_promote_view)),
+                name="registry_mlmodel_dashboard_promote",
+            ),
+            path(
+                "dashboard/rollback/<str:kind>/",
+                admin_view(require_POST(self.dashboard_rollback_view)),
+                name="registry_mlmodel_dashboard_rollback",
+            ),
+        ]
+        return [*own, *super().get_urls()]
+
+    # --- the dashboard ------------------------------------------------------------
+
+    def dashboard_view(self, request):
+        """Per kind: active version, history, metrics side by side, charts; the
+        activation log and the A/B report; promote/rollback buttons."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Model registry dashboard",
+            "opts": self.model._meta,
+            "sections": registry_dashboard(),
+            "rows": ab_report(),
+            "can_promote": self.has_promote_permission(request),
+        }
+        return TemplateResponse(
+            request, "admin/registry/mlmodel/dashboard.html", context
         )
-        return [report, *super().get_urls()]
+
+    def dashboard_promote_view(self, request, pk: int):
+        if not self.has_promote_permission(request):
+            raise PermissionDenied
+        try:
+            activation = model_activate(
+                model=pk,
+                actor=request.user,
+                actor_label=ADMIN_ACTOR_LABEL,
+                reason=request.POST.get("reason", "")[:1000],
+            )
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Promoted {activation_summary(activation)}.",
+                messages.SUCCESS,
+            )
+        return redirect("admin:registry_mlmodel_dashboard")
+
+    def dashboard_rollback_view(self, request, kind: str):
+        if not self.has_promote_permission(request):
+            raise PermissionDenied
+        try:
+            activation = model_rollback(
+                kind=kind,
+                actor=request.user,
+                actor_label=ADMIN_ACTOR_LABEL,
+                reason=request.POST.get("reason", "")[:1000],
+            )
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Rolled back {activation_summary(activation)}.",
+                messages.SUCCESS,
+            )
+        return redirect("admin:registry_mlmodel_dashboard")
 
     def ab_report_view(self, request):
         """Impressions, likes and matches per experiment arm (``ab_report``)."""
