@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
 
 def call(base: str, method: str, path: str, body=None, token: str | None = None):
     data = json.dumps(body).encode() if body is not None else None
@@ -69,6 +71,22 @@ def main(base: str) -> None:
     assert status == 200 and body["count"] >= 1, (status, body)
     status, body = call(base, "GET", "/api/v1/nowhere/", token=token)
     assert status == 404, status
+    status, body = call(base, "GET", "/api/v1/recommendations/?limit=5", token=token)
+    assert status == 200 and set(body["model_versions"]) >= {"embedding", "ranking"}, (
+        status,
+        body,
+    )
+    status, health = call(base, "GET", "/health")
+    assert status == 200 and health["status"] == "healthy", (status, health)
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    routes = {
+        sample.labels.get("route")
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "http_request_duration_seconds_count"
+    }
+    assert {"token-create", "interaction-list", "health"} <= routes, routes
     print(f"smoke: OK against {base}")
 
 
