@@ -112,6 +112,8 @@ def logging_config(*, debug: bool, level: str = "INFO") -> dict:
         "loggers": {
             # Django's own request logger repeats what our request line says.
             "django.server": {"level": "WARNING"},
+            # Which CPU build of FAISS loaded: five lines per process otherwise.
+            "faiss.loader": {"level": "WARNING"},
             "gunicorn.error": {"handlers": [], "propagate": True, "level": level},
             "gunicorn.access": {"handlers": [], "propagate": True, "level": level},
         },
