@@ -14,6 +14,10 @@ import time
 from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# prometheus_client opens its value files there as soon as a metric is defined; a
+# missing directory would crash every process started with the variable set.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 app = Celery("kindred")
 app.config_from_object("django.conf:settings", namespace="CELERY")

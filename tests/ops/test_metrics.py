@@ -195,3 +195,31 @@ def test_metrics_sum_every_gunicorn_worker(tmp_path):
     gauge = families["serving_index_vectors"]
     pids = {sample.labels["pid"] for sample in gauge.samples}
     assert len(pids) == 2, errors.decode()[-2000:]
+
+
+def test_a_process_started_with_a_missing_metrics_dir_creates_it(tmp_path):
+    """The worker's PROMETHEUS_MULTIPROC_DIR need not exist (a fresh container's
+    /tmp): prometheus_client would fail on the first metric otherwise."""
+    directory = tmp_path / "not" / "yet"
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "REDIS_URL")
+        },
+        "DJANGO_SECRET_KEY": "tests-only",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); import config.metrics"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(directory.glob("*.db"))
