@@ -6,6 +6,8 @@ file or management command, and the healthcheck hits a real URL.
 """
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,72 @@ def test_env_example_documents_every_variable_settings_read():
     )
     assert read, "no variables found: the pattern is stale"
     assert read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+def test_env_example_documents_the_process_level_variables():
+    """gunicorn's config and the Celery app read a few variables themselves."""
+    documented = set(
+        re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
+    read = set()
+    for source in ("config/gunicorn.conf.py", "config/celery.py"):
+        text = (ROOT / source).read_text()
+        read |= set(re.findall(r'environ(?:\.get)?[\(\[]\s*"([A-Z_]+)"', text))
+    read -= {"DJANGO_SETTINGS_MODULE", "OMP_NUM_THREADS"}
+    assert {"PROMETHEUS_MULTIPROC_DIR", "CELERY_METRICS_PORT"} <= read
+    assert read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+def test_only_the_web_container_is_probed_over_http(compose):
+    services = compose["services"]
+    assert "healthcheck" not in services["web"]  # the image's /health/ready probe
+    worker = services["worker"]["healthcheck"]["test"]
+    assert "inspect ping" in " ".join(worker)
+    assert services["beat"]["healthcheck"] == {"disable": True}
+
+
+def test_the_worker_serves_its_task_metrics(compose):
+    worker = compose["services"]["worker"]
+    environment = worker["environment"]
+    assert environment["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert environment["CELERY_METRICS_PORT"] in worker["expose"]
+    # It shares the app's settings (the YAML merge kept them).
+    assert (
+        environment["DATABASE_URL"] == compose["x-app"]["environment"]["DATABASE_URL"]
+    )
+
+
+def test_compose_settings_come_from_the_environment(compose):
+    environment = compose["x-app"]["environment"]
+    assert environment["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
+    documented = set(
+        re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
+    for service in ("web", "worker", "beat", "migrate"):
+        names = set(compose["services"][service]["environment"])
+        assert names <= documented, (service, sorted(names - documented))
+
+
+def _compose_cli() -> list[str] | None:
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run(
+            [*command, "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+@pytest.mark.skipif(_compose_cli() is None, reason="no docker compose client")
+def test_docker_compose_config_parses_the_file():
+    result = subprocess.run(
+        [*_compose_cli(), "-f", "docker-compose.yml", "config", "--quiet"],
+        cwd=ROOT,
+        env={"DJANGO_SECRET_KEY": "compose-config-check", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
