@@ -8,7 +8,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import NoReverseMatch, reverse
 
-from recommender.benchmarks.common import NOTES_END, NOTES_START, latency_stats
+from recommender.benchmarks.common import (
+    NOTES_END,
+    NOTES_START,
+    latency_stats,
+    results_save,
+)
 from recommender.benchmarks.search import COPY_HEADER, COPY_TRAILER, copy_binary_rows
 
 
@@ -36,7 +41,8 @@ def test_search_smoke_writes_json_and_markdown_and_keeps_notes(tmp_path):
     assert "| faiss HNSW |" in text
     # Hand-written notes survive a re-render; sections merge by name.
     md.write_text(text.replace(NOTES_START + "\n", NOTES_START + "\nOur notes.\n"))
-    call_command("benchmark", *args[:2], "1000", *args[3:])
+    other = dict(section, users=1000)
+    results_save(out_dir=tmp_path, sections={"search-1000": other})
     text = md.read_text()
     assert "Our notes." in text.split(NOTES_END)[0]
     assert "2,000 members" in text and "1,000 members" in text
