@@ -1,13 +1,23 @@
-"""API conventions shared by every app: one error shape and one pagination."""
+"""API conventions shared by every app: one error shape, one pagination, and what a
+failed dependency looks like to a client (a 503, a throttle that fails open)."""
+
+import logging
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before retrying when the database is away.
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 class StandardPagination(PageNumberPagination):
@@ -37,12 +47,47 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+class CacheTolerantScopedRateThrottle(ScopedRateThrottle):
+    """``ScopedRateThrottle`` that lets the request through when its cache (Redis)
+    is unreachable: an outage of the cache must not turn sign-up, log-in and
+    recording interactions into 500s. Limits apply again as soon as it is back."""
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # noqa: BLE001 - any cache client error: fail open
+            logger.warning(
+                "throttle cache unreachable; %s not rate limited",
+                getattr(view, "throttle_scope", "request"),
+                exc_info=True,
+            )
+            return True
+
+
+def database_unavailable_response() -> Response:
+    """A 503 in the API's error shape, asking the client to retry shortly."""
+    return Response(
+        {
+            "message": "The service is temporarily unavailable; retry shortly.",
+            "code": "unavailable",
+            "fields": {},
+        },
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 def exception_handler(exc, context):
     """Render every API error as ``{"message", "code", "fields"}``.
 
     ``message`` is human-readable and names the field at fault; ``fields`` maps each
-    field to its messages (empty when the error is not about one field).
+    field to its messages (empty when the error is not about one field). A database
+    that cannot be reached (refused, dropped, timed out) is a 503 with
+    ``Retry-After``, never a 500 with a traceback.
     """
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database unavailable: %s", exc, exc_info=exc)
+        return database_unavailable_response()
     if isinstance(exc, ApplicationError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message

@@ -3,7 +3,6 @@ from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.api.serializers import (
@@ -22,13 +21,14 @@ from accounts.services import (
     profile_touch,
     profile_update,
 )
+from config.api import CacheTolerantScopedRateThrottle
 
 
 class AccountCreateApi(APIView):
     # Anonymous endpoints: no session authentication, hence no CSRF check either.
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [CacheTolerantScopedRateThrottle]
     throttle_scope = "signup"
 
     @extend_schema(
@@ -49,7 +49,7 @@ class AccountCreateApi(APIView):
 class TokenCreateApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [CacheTolerantScopedRateThrottle]
     throttle_scope = "token"
 
     @extend_schema(

@@ -2,8 +2,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
+from config.api import CacheTolerantScopedRateThrottle
 from interactions.api.serializers import (
     InteractionCreateInputSerializer,
     InteractionFilterSerializer,
@@ -21,7 +21,9 @@ class InteractionListCreateApi(ListAPIView):
 
     def get_throttles(self):
         # Recording verdicts is rate limited; reading one's own history is not.
-        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+        if self.request.method != "POST":
+            return []
+        return [CacheTolerantScopedRateThrottle()]
 
     def get_queryset(self):
         filters = InteractionFilterSerializer(data=self.request.query_params)
