@@ -1,0 +1,99 @@
+"""``manage.py import_interactions PATH --format edges``: bulk member-to-member
+histories from a ``source,target,rating,time`` CSV."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from interactions.importers import (
+    DEFAULT_BATCH_SIZE,
+    ImportRefused,
+    KindThresholds,
+    edges_import,
+)
+
+DEFAULTS = KindThresholds()
+
+
+class Command(BaseCommand):
+    help = (
+        "Import member-to-member ratings from a CSV of source,target,rating,time "
+        "(header optional; time = unix seconds or ISO 8601), e.g. the SNAP Bitcoin "
+        "OTC file. Ratings map to kinds by thresholds (inclusive): rating >= "
+        f"--super-like-min ({DEFAULTS.super_like_min:g}) super_like, >= --like-min "
+        f"({DEFAULTS.like_min:g}) like, <= --block-max ({DEFAULTS.block_max:g}) "
+        f"block, <= --dislike-max ({DEFAULTS.dislike_max:g}) dislike; ratings in "
+        "between are neutral and skipped. External ids become members named "
+        "<namespace>_<id> (placeholders with unknown profiles when new). Running it "
+        "again changes nothing. Malformed rows refuse the file (line-numbered "
+        "report) unless --skip-malformed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("path")
+        parser.add_argument("--format", choices=["edges"], default="edges")
+        parser.add_argument(
+            "--namespace",
+            default=None,
+            help="Username prefix of the imported members (default: from the file "
+            "name, e.g. 'otc' for soc-sign-bitcoinotc.csv, else 'ext').",
+        )
+        parser.add_argument("--super-like-min", type=float, default=None)
+        parser.add_argument("--like-min", type=float, default=None)
+        parser.add_argument("--dislike-max", type=float, default=None)
+        parser.add_argument("--block-max", type=float, default=None)
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+        parser.add_argument("--skip-malformed", action="store_true")
+
+    def handle(self, *args, **options):
+        namespace = options["namespace"] or _namespace_from(options["path"])
+        self._last = 0.0
+        try:
+            thresholds = KindThresholds(
+                **{
+                    name: options[name]
+                    for name in (
+                        "super_like_min",
+                        "like_min",
+                        "dislike_max",
+                        "block_max",
+                    )
+                    if options[name] is not None
+                }
+            )
+            report = edges_import(
+                path=options["path"],
+                namespace=namespace,
+                thresholds=thresholds,
+                batch_size=options["batch_size"],
+                skip_malformed=options["skip_malformed"],
+                progress=self._progress,
+            )
+        except ImportRefused as refused:
+            raise CommandError(_refusal(refused)) from None
+        for line in report.lines():
+            self.stdout.write(line)
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 1.0:
+            return
+        self._last = now
+        self.stdout.write(f"  {stage}: {done:,}/{total:,}")
+
+
+def _namespace_from(path: str) -> str:
+    name = path.rsplit("/", 1)[-1].lower()
+    if "bitcoinotc" in name:
+        return "otc"
+    if "bitcoinalpha" in name:
+        return "alpha"
+    return "ext"
+
+
+def _refusal(refused: ImportRefused) -> str:
+    lines = [str(refused)]
+    lines += [f"  line {line}: {message}" for line, message in refused.problems[:20]]
+    if len(refused.problems) > 20:
+        lines.append(f"  … and {len(refused.problems) - 20:,} more")
+    return "\n".join(lines)

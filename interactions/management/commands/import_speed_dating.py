@@ -1,0 +1,51 @@
+"""``manage.py import_speed_dating PATH``: the Speed Dating Experiment as members,
+preferences, likes/dislikes and matches."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from interactions.importers import (
+    DEFAULT_BATCH_SIZE,
+    SPEED_DATING_NAMESPACE,
+    ImportRefused,
+    speed_dating_import,
+)
+from interactions.management.commands.import_interactions import _refusal
+
+
+class Command(BaseCommand):
+    help = (
+        "Import the Speed Dating Experiment (Fisman et al. 2006) CSV: participants "
+        "as members sd_<iid> (gender, age, field, interests from the 17 activity "
+        "ratings, a city per wave, seeking the opposite gender), each date's "
+        "decision as a like (dec=1) or dislike (dec=0) timed in the wave's round "
+        "order, and the matches. Running it again changes nothing; rows it cannot "
+        "use are skipped and reported."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("path")
+        parser.add_argument("--namespace", default=SPEED_DATING_NAMESPACE)
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+
+    def handle(self, *args, **options):
+        self._last = 0.0
+        try:
+            report = speed_dating_import(
+                path=options["path"],
+                namespace=options["namespace"],
+                batch_size=options["batch_size"],
+                progress=self._progress,
+            )
+        except ImportRefused as refused:
+            raise CommandError(_refusal(refused)) from None
+        for line in report.lines():
+            self.stdout.write(line)
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 1.0:
+            return
+        self._last = now
+        self.stdout.write(f"  {stage}: {done:,}/{total:,}")
