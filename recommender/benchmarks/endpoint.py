@@ -130,6 +130,7 @@ class EndpointParams:
     threads: int = 0  # 0 = GUNICORN_THREADS or 4
     timeout: int = 30
     hit_connections: tuple[int, ...] = ()  # default: connections plus 16
+    profile: bool = False  # py-spy on one worker during the busiest miss phase
 
 
 def _require_services() -> None:
@@ -378,6 +379,60 @@ def _wrk(
     return json.loads(line[len("BENCHJSON ") :])
 
 
+def profile_start(pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
+    """``py-spy record`` of process ``pid`` (collapsed stacks) or None without it."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    return subprocess.Popen(
+        [spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200"]
+        + ["-f", "raw", "-o", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(str(out) + ".log", "w"),  # noqa: SIM115 - lives with the child
+    )
+
+
+def profile_summary(path: Path, top: int = 40) -> list[dict]:
+    """Inclusive share of samples per function (our code and the big libraries)
+    from py-spy's collapsed stacks, busiest first; idle waiting excluded."""
+    if not path.exists():
+        return []
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if not any("recommender" in f or "rest_framework" in f for f in frames):
+            continue  # the worker's idle loop, gunicorn's own bookkeeping
+        n = int(count)
+        total += n
+        for frame in dict.fromkeys(frames):
+            name, _, where = frame.partition(" (")
+            where = where.rstrip(")")
+            short = where.split("site-packages/")[-1].split("/work/main/")[-1]
+            key = f"{name} ({short.rsplit(':', 1)[0]})"
+            inclusive[key] = inclusive.get(key, 0) + n
+    if not total:
+        return []
+    rows = sorted(inclusive.items(), key=lambda x: -x[1])
+    return [
+        {"function": k, "percent": round(100 * v / total, 1)}
+        for k, v in rows
+        if "recommender" in k
+        or "rest_framework" in k
+        or "sklearn" in k
+        or "faiss" in k
+        or "psycopg" in k
+        or "redis" in k
+        or "celery" in k
+        or "kombu" in k
+        or "django/db" in k
+        or "middleware" in k
+    ][:top]
+
+
 def _phase_row(phase: str, connections: int, raw: dict, stages: dict) -> dict:
     seconds = raw["duration_us"] / 1e6
     served = raw["hits"] + raw["misses"]
@@ -432,8 +487,20 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
         seen = server.warm(warm_tokens, params.limit)
         progress(f"warm: {seen}")
 
-        def run(phase, path, phase_tokens, conns):
+        profile: list[dict] = []
+
+        def run(phase, path, phase_tokens, conns, spy=False):
             before = _stage_histograms(server.base)
+            spy_out = workdir / "py-spy.txt"
+            spy_proc = None
+            if spy:
+                import psutil
+
+                children = psutil.Process(server.proc.pid).children()
+                if children:
+                    spy_proc = profile_start(
+                        children[0].pid, max(1, params.duration - 2), spy_out
+                    )
             raw = _wrk(
                 base=server.base,
                 path=f"{path}?limit={params.limit}",
@@ -444,6 +511,12 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
                 workdir=workdir,
             )
             stages = _stage_delta(before, _stage_histograms(server.base))
+            if spy_proc is not None:
+                spy_proc.wait(timeout=60)
+                profile.extend(profile_summary(spy_out))
+                if not profile:
+                    progress(f"py-spy gave nothing: {spy_out}.log")
+                    shutil.copy(str(spy_out) + ".log", "/tmp/kindred-py-spy.log")
             row = _phase_row(phase, conns, raw, stages)
             row["queued_impression_tasks_dropped"] = celery_queue_drop()
             phases.append(row)
@@ -460,7 +533,8 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
         hit_pool: list[str] = []
         for i, conns in enumerate(miss_conns):
             chunk = rest[i * per : (i + 1) * per]
-            row = run("miss", API_PATH, chunk, conns)
+            spy = params.profile and conns == max(miss_conns)
+            row = run("miss", API_PATH, chunk, conns, spy=spy)
             if not hit_pool:
                 hit_pool = chunk[: max(1, min(row["requests"], 2_000, len(chunk)))]
         for conns in hit_conns:
@@ -504,6 +578,7 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
         "phases": phases,
         "stages": stages,
         "ratios": ratios,
+        "profile": profile,
     }
 
 

@@ -188,6 +188,18 @@ def _render_endpoint(name: str, s: dict) -> str:
                 ],
             ),
         ]
+    profile = s.get("profile") or []
+    if profile:
+        lines += [
+            "",
+            "py-spy of one worker during the busiest miss phase (share of the "
+            "samples spent inside each function, callees included):",
+            "",
+            table(
+                ["function", "% of request samples"],
+                [[p["function"], p["percent"]] for p in profile],
+            ),
+        ]
     return "\n".join(lines)
 
 

@@ -82,6 +82,11 @@ class Command(BaseCommand):
         endpoint.add_argument("--port", type=_positive, default=8766)
         endpoint.add_argument("--no-naive", action="store_true")
         endpoint.add_argument(
+            "--profile",
+            action="store_true",
+            help="py-spy one worker during the busiest miss phase (needs py-spy).",
+        )
+        endpoint.add_argument(
             "--label", default="", help="Suffix of the section name (before/after)."
         )
         training = parser.add_argument_group("training")
@@ -160,6 +165,7 @@ class Command(BaseCommand):
             limit=options["limit"],
             port=options["port"],
             naive=not options["no_naive"],
+            profile=options["profile"],
             seed=options["seed"],
         )
         try:
