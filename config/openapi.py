@@ -43,9 +43,11 @@ class ErrorSerializer(serializers.Serializer):
         '"permission_denied", "not_found", "throttled"…'
     )
     fields = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="Field name → its messages; empty when the error is not about "
-        "one field.",
+        # Usually a list of messages; an object of the same shape for a nested
+        # object (``preferences``) or list items (``interests``: index → messages).
+        child=serializers.JSONField(),
+        help_text="Field name → its messages (a nested object or list gives an "
+        "object of the same shape); empty when the error is not about one field.",
     )
 
     class Meta:
@@ -57,9 +59,10 @@ REQUEST_ID_PARAMETERS = [
         "X-Request-ID",
         OpenApiTypes.STR,
         OpenApiParameter.HEADER,
+        # No pattern: any value is accepted (an insane one is replaced, not
+        # refused), and the schema must not claim it would be rejected.
         description="Your id for this request (1-64 of A-Z a-z 0-9 . _ -), echoed "
         "in the response; anything else is replaced by a new uuid4.",
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
     ),
     OpenApiParameter(
         "X-Request-ID",
