@@ -6,7 +6,8 @@ import logging
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -21,9 +22,39 @@ UNAVAILABLE_RETRY_AFTER = 5
 
 
 class StandardPagination(PageNumberPagination):
+    """``?page=`` and ``?page_size=`` (1..100); a bad ``page_size`` is a 400 naming
+    it, not silently the default."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None or raw == "":
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"Must be an integer from 1 to {self.max_page_size}."
+                    ]
+                }
+            )
+        return size
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"].update(minimum=1)
+        return parameters
 
 
 class ApplicationError(Exception):
@@ -118,3 +149,26 @@ def exception_handler(exc, context):
         )
     response.data = {"message": _first_message(detail), "code": code, "fields": fields}
     return response
+
+
+API_PATH_PREFIX = "/api/"
+
+
+def page_not_found(request, exception=None):
+    """``handler404``: an unknown URL under ``/api/`` (e.g. ``/profiles/-1/``) gets
+    the API's JSON error, not an HTML page."""
+    if request.path.startswith(API_PATH_PREFIX):
+        return JsonResponse(
+            {"message": "Not found.", "code": "not_found", "fields": {}}, status=404
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """``handler500``: JSON under ``/api/`` (never an HTML page or a traceback)."""
+    if request.path.startswith(API_PATH_PREFIX):
+        return JsonResponse(
+            {"message": "Internal server error.", "code": "error", "fields": {}},
+            status=500,
+        )
+    return defaults.server_error(request)

@@ -24,6 +24,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
+# Unknown URLs and crashes under /api/ answer in the API's JSON error shape.
+handler404 = "config.api.page_not_found"
+handler500 = "config.api.server_error"
+
 # Benchmark only: the naive baseline of the recommendation endpoint, mounted when
 # the endpoint benchmark starts gunicorn with KINDRED_BENCH_NAIVE=1; never otherwise.
 if os.environ.get("KINDRED_BENCH_NAIVE", "") == "1":
