@@ -659,8 +659,16 @@ def _compare_with_active(result) -> dict:
 # --- stage 5: evaluation and promotion ---------------------------------------------
 
 
-def models_evaluate(*, run_id: int) -> TrainingRun:
-    """Finish the run: decide auto-promotion and mark the run succeeded.
+def models_evaluate(*, run_id: int, data: RunData | None = None) -> TrainingRun:
+    """Finish the run: compare the strategies offline, decide auto-promotion and
+    mark the run succeeded.
+
+    The strategy comparison (``recommender.evaluation.evaluation_run``, the same
+    function as ``manage.py evaluate``) scores the ranking version this run
+    registered, on the time split it was trained on, against random, popularity,
+    content-only and collaborative-only; the report goes to the run's
+    ``summary["evaluation"]``. It is informative only: it never fails the run and
+    is skipped above :data:`NIGHTLY_EVALUATION_MAX_MEMBERS` members.
 
     Only with ``KINDRED["AUTO_PROMOTE"]``: the new ranking version is promoted when
     it beat the active one on the same holdout (or none is active); the new
@@ -669,6 +677,11 @@ def models_evaluate(*, run_id: int) -> TrainingRun:
     the new versions stay inactive for an ML engineer to promote in the admin.
     """
     training_run_heartbeat(run_id=run_id, stage="evaluate")
+    run = TrainingRun.objects.select_related("ranking_model").get(pk=run_id)
+    evaluation = None
+    if run.evaluated_at is None:
+        with _HeartbeatThread(run_id):
+            evaluation = _strategies_compare(run, data)
     with transaction.atomic():
         run = _lock_running_run(run_id)
         decisions = []
@@ -676,6 +689,7 @@ def models_evaluate(*, run_id: int) -> TrainingRun:
             decisions = _auto_promote(run)
             run.evaluated_at = timezone.now()
             run.summary["promotions"] = decisions
+            run.summary["evaluation"] = evaluation
         run.status = TrainingRunStatus.SUCCEEDED
         run.stage = ""
         run.finished_at = timezone.now()
@@ -684,6 +698,43 @@ def models_evaluate(*, run_id: int) -> TrainingRun:
         run.summary["total_seconds"] = round(total, 3)
         run.save()
     return run
+
+
+NIGHTLY_EVALUATION_MAX_MEMBERS = 200_000
+NIGHTLY_EVALUATION_VIEWERS = 200
+
+
+def _strategies_compare(run: TrainingRun, data: RunData | None) -> dict:
+    """The offline strategy comparison of the run's ranking version (a report
+    dict, or ``{"skipped": reason}``)."""
+    from recommender.evaluation import evaluation_run
+    from recommender.ml.evaluation import EvaluationConfig
+
+    if run.ranking_model_id is None:
+        return {"skipped": "no ranking version in this run"}
+    started = time.monotonic()
+    try:
+        data = data or run_data_load(run=run)
+        if data.members.n > NIGHTLY_EVALUATION_MAX_MEMBERS:
+            return {
+                "skipped": f"{data.members.n:,} members (more than "
+                f"{NIGHTLY_EVALUATION_MAX_MEMBERS:,}): run manage.py evaluate"
+            }
+        output = evaluation_run(
+            members=data.members,
+            interactions=data.interactions.before(data.now_ts),
+            ranking_model=model_artifact_load(model=run.ranking_model),
+            config=EvaluationConfig(
+                seed=SEED,
+                max_viewers=NIGHTLY_EVALUATION_VIEWERS,
+                embedding_kwargs={"dim": settings.KINDRED["EMBEDDING_DIM"]},
+            ),
+            title=f"training run {run.pk}",
+        )
+    except Exception as error:  # noqa: BLE001 - informative only: never fails a run
+        logger.warning("strategy comparison of run %s failed: %s", run.pk, error)
+        return {"skipped": f"evaluation failed: {error}"}
+    return {**output.report, "seconds": round(time.monotonic() - started, 3)}
 
 
 def _auto_promote(run: TrainingRun) -> list[dict]:
@@ -763,7 +814,7 @@ def pipeline_run(
                     run_id=run.pk, data=data, progress=lambda m: report(f"  {m}")
                 ),
             ),
-            ("evaluate", lambda: models_evaluate(run_id=run.pk)),
+            ("evaluate", lambda: models_evaluate(run_id=run.pk, data=data)),
         )
         for name, step in steps:
             report(f"stage {name}…")
