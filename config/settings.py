@@ -14,6 +14,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from config.logging_setup import logging_config
 
@@ -33,6 +34,10 @@ def _env_list(name: str, default: str = "") -> list[str]:
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env("DJANGO_SECRET_KEY")
+if not SECRET_KEY.strip():
+    # Set but empty (e.g. a .env copied from .env.example): refuse to start rather
+    # than fail later at the first signed cookie or password reset.
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY is empty: set a long random value.")
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
