@@ -73,3 +73,7 @@ def web(postgres, tmp_path, media):
     yield start
     for server in servers:
         server.stop()
+
+
+# The serving engine's per-test fixture (fresh engine, inline reloads).
+from tests.recommender.serving_fixtures import engine  # noqa: E402,F401
