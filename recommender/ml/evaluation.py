@@ -288,10 +288,15 @@ def strategies_evaluate(
     if viewers.shape[0] > config.max_viewers:
         viewers = np.sort(rng.choice(viewers, size=config.max_viewers, replace=False))
     everyone = _rank_everyone(fitted, members, viewers, config, mutual)
+    likes_passing_filters = everyone.pop("_likes_passing_filters")
     for name in STRATEGIES:
         strategies[name]["everyone"] = everyone[name]
     timings["everyone"] = round(time.perf_counter() - clock, 3)
 
+    liked = c_idx[y == 1]
+    popular = np.argsort(-fitted.popularity, kind="stable")[
+        : CANDIDATE_SOURCES["popular"]
+    ]
     report = {
         "k": k,
         "strategies": strategies,
@@ -311,9 +316,18 @@ def strategies_evaluate(
             "test_likes": int(np.sum(y == 1)),
             "test_dislikes": int(np.sum(y == 0)),
             "test_viewers_with_a_like": int(np.unique(v_idx[y == 1]).shape[0]),
-            "viewers_ranked_among_everyone": int(viewers.shape[0]),
+            "viewers_sampled_for_everyone": int(viewers.shape[0]),
+            # Viewers with at least one held-out like that passes the hard filters
+            # (a like of someone the filters exclude cannot be recommended).
+            "viewers_ranked_among_everyone": int(everyone["random"]["viewers"]),
+            "test_likes_passing_the_filters": float(likes_passing_filters),
             "mutual_pairs_formed_in_test": mutual.count,
             "ranking_model_type": fitted.model.model_type,
+            # How much of the test period any history-based strategy can reach:
+            "test_likes_to_members_without_earlier_likes": float(
+                np.mean(fitted.popularity[liked] == 0)
+            ),
+            "test_likes_to_the_popular_source": float(np.mean(np.isin(liked, popular))),
         },
         "protocol": {
             "everyone": "each sampled test viewer with a held-out like ranks every "
@@ -427,6 +441,7 @@ def _rank_everyone(
     mutual_hits: dict[str, list[float]] = {name: [] for name in STRATEGIES}
     candidate_sizes: list[int] = []
     eligible_sizes: list[int] = []
+    likes_seen = [0, 0]  # held-out likes of the sampled viewers, of them eligible
     pending = 0
     accumulated: dict[str, list[dict]] = {name: [] for name in STRATEGIES}
 
@@ -454,6 +469,8 @@ def _rank_everyone(
         y = np.zeros(allowed.size, dtype=np.int8)
         liked = t_target[t_actor == v]
         y[np.isin(allowed, liked)] = 1
+        likes_seen[0] += int(np.unique(liked).size)
+        likes_seen[1] += int(y.sum())
         if not y.any():
             continue
         eligible_sizes.append(int(allowed.size))
@@ -509,6 +526,7 @@ def _rank_everyone(
         if name.startswith("pipeline") and candidate_sizes:
             metrics["mean_candidates"] = float(np.mean(candidate_sizes))
         result[name] = metrics
+    result["_likes_passing_filters"] = likes_seen[1] / max(likes_seen[0], 1)
     return result
 
 
@@ -580,7 +598,11 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         f"{counts['test_dislikes']:,} dislikes; "
         f"{counts['mutual_pairs_formed_in_test']:,} mutual likes completed). "
         f"{counts['viewers_ranked_among_everyone']:,} viewers ranked among everyone. "
-        f"Ranking model: {counts['ranking_model_type']}."
+        f"Ranking model: {counts['ranking_model_type']}. Of the test likes, "
+        f"{counts['test_likes_to_members_without_earlier_likes']:.0%} went to members "
+        "no one had liked before the cut and "
+        f"{counts['test_likes_to_the_popular_source']:.0%} to the "
+        f"{CANDIDATE_SOURCES['popular']} most liked."
     )
     lines.append("")
     for protocol, heading in (
