@@ -3,7 +3,8 @@ failed dependency looks like to a client (a 503, a throttle that fails open)."""
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
@@ -119,6 +120,16 @@ def exception_handler(exc, context):
     if isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable: %s", exc, exc_info=exc)
         return database_unavailable_response()
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {
+                "message": "The request body is larger than "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                "code": "too_large",
+                "fields": {},
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, ApplicationError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
