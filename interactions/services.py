@@ -33,6 +33,24 @@ class InteractionRecorded:
     matched: bool
 
 
+def _has_unstorable_text(value: Any) -> bool:
+    """Whether a JSON value holds text PostgreSQL's jsonb refuses: NUL (``\\u0000``)
+    or a lone UTF-16 surrogate (``\\ud800``), in a key or a string. Iterative, so
+    deeply nested input cannot exhaust the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= char <= "\udfff" for char in item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _validate_context(context: Any) -> dict:
     if context is None:
         return {}
@@ -42,6 +60,11 @@ def _validate_context(context: Any) -> dict:
         size = len(json.dumps(context, separators=(",", ":")).encode())
     except (TypeError, ValueError):
         raise ApplicationError("Must be a JSON object.", field="context") from None
+    if _has_unstorable_text(context):
+        raise ApplicationError(
+            "Text must not contain NUL characters or unpaired surrogates.",
+            field="context",
+        )
     if size > MAX_CONTEXT_BYTES:
         raise ApplicationError(
             f"Must be at most {MAX_CONTEXT_BYTES} bytes of JSON.", field="context"
