@@ -679,6 +679,7 @@ def models_evaluate(*, run_id: int, data: RunData | None = None) -> TrainingRun:
     training_run_heartbeat(run_id=run_id, stage="evaluate")
     run = TrainingRun.objects.select_related("ranking_model").get(pk=run_id)
     evaluation = None
+    started = time.monotonic()
     if run.evaluated_at is None:
         with _HeartbeatThread(run_id):
             evaluation = _strategies_compare(run, data)
@@ -687,6 +688,7 @@ def models_evaluate(*, run_id: int, data: RunData | None = None) -> TrainingRun:
         decisions = []
         if run.evaluated_at is None:
             decisions = _auto_promote(run)
+            _record_stage(run, "evaluate", time.monotonic() - started)
             run.evaluated_at = timezone.now()
             run.summary["promotions"] = decisions
             run.summary["evaluation"] = evaluation
@@ -816,8 +818,15 @@ def pipeline_run(
             ),
             ("evaluate", lambda: models_evaluate(run_id=run.pk, data=data)),
         )
-        for name, step in steps:
-            report(f"stage {name}…")
+        expected = _last_stage_seconds()
+        for number, (name, step) in enumerate(steps, start=1):
+            remaining = [expected.get(later) for later, _ in steps[number - 1 :]]
+            estimate = (
+                f" (ETA {sum(remaining):,.0f}s by the last run)"
+                if all(seconds is not None for seconds in remaining)
+                else ""
+            )
+            report(f"stage {number}/{len(steps)} {name}…{estimate}")
             started = time.monotonic()
             outcome = step()
             report(f"stage {name} done in {time.monotonic() - started:.1f}s: {outcome}")
@@ -828,6 +837,22 @@ def pipeline_run(
         raise
     run.refresh_from_db()
     return run
+
+
+def _last_stage_seconds() -> dict[str, float]:
+    """Stage durations of the last successful run (for the ETA of this one)."""
+    last = (
+        TrainingRun.objects.filter(status=TrainingRunStatus.SUCCEEDED)
+        .order_by("-pk")
+        .values_list("summary", flat=True)
+        .first()
+    )
+    stages = (last or {}).get("stages") or {}
+    return {
+        name: float(stage["seconds"])
+        for name, stage in stages.items()
+        if isinstance(stage, dict) and isinstance(stage.get("seconds"), int | float)
+    }
 
 
 # --- serving: recommendations and their impressions ---------------------------------

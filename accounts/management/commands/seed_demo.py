@@ -6,6 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.demo import DemoSeedProgress, DemoSeedSummary, demo_seed
+from config.progress import progress_line
 
 
 def _positive_int(value: str) -> int:
@@ -64,27 +65,15 @@ class Command(BaseCommand):
     def _progress(self, report: DemoSeedProgress) -> None:
         finished = report.done >= report.total
         now = time.monotonic()
-        # At most a few lines a second, but always the first and last of each stage.
+        # At most a line a second, but always the first and last of each stage.
         if report.done and not finished and now - self._last_report < 1.0:
             return
         self._last_report = now
-        elapsed = report.stage_elapsed_seconds
-        rate = report.done / elapsed if elapsed > 0 else 0.0
-        if not report.total:
-            line = f"  {report.stage}: done in {elapsed:,.1f}s"
-        elif finished:
-            line = f"  {report.stage}: {report.done:,} done in {elapsed:,.1f}s"
-            if rate:
-                line += f" ({rate:,.0f}/s)"
-        else:
-            percent = 100 * report.done / report.total
-            line = (
-                f"  {report.stage}: {report.done:,}/{report.total:,} ({percent:.0f}%)"
+        self.stdout.write(
+            progress_line(
+                report.stage, report.done, report.total, report.stage_elapsed_seconds
             )
-            if rate:
-                eta = (report.total - report.done) / rate
-                line += f"  {rate:,.0f}/s  ETA {eta:,.0f}s"
-        self.stdout.write(line)
+        )
         self.stdout.flush()
 
     def _write_summary(self, summary: DemoSeedSummary) -> None:
