@@ -17,9 +17,9 @@ Protocol (what ``manage.py evaluate`` and the nightly evaluate stage report):
    * ``collaborative`` — embedding affinity ``taste[viewer] · appeal[candidate]``
      (what the FAISS source searches; exact here);
    * ``pipeline`` — the two stages: the union of the candidate sources
-     (collaborative 200, content 150, popular 60, explore 20, as serving's
-     ``recommender/candidates.py``) ranked by the ranking model's P(viewer likes
-     candidate); members outside the candidates rank last;
+     (collaborative 200, content 150, popular 60 by likes of the last 14 days,
+     explore 20, as serving's ``recommender/candidates.py``) ranked by the ranking
+     model's P(viewer likes candidate); members outside the candidates rank last;
    * ``pipeline_reciprocal`` — the same candidates ranked by P(v likes c) ×
      P(c likes v), serving's reciprocal score.
 
@@ -94,7 +94,6 @@ PROTOCOLS = ("everyone", "labelled")
 # Candidate source sizes, as recommender/candidates.py (COLLABORATIVE_WANT, …).
 CANDIDATE_SOURCES = {"collaborative": 200, "content": 150, "popular": 60, "explore": 20}
 _KEY_SHIFT = np.int64(1) << np.int64(32)
-_ROWS_PER_METRICS_CALL = 2_000_000
 
 
 @dataclass
@@ -289,6 +288,7 @@ def strategies_evaluate(
         viewers = np.sort(rng.choice(viewers, size=config.max_viewers, replace=False))
     everyone = _rank_everyone(fitted, members, viewers, config, mutual)
     likes_passing_filters = everyone.pop("_likes_passing_filters")
+    comparisons = everyone.pop("_comparisons")
     for name in STRATEGIES:
         strategies[name]["everyone"] = everyone[name]
     timings["everyone"] = round(time.perf_counter() - clock, 3)
@@ -300,6 +300,9 @@ def strategies_evaluate(
     report = {
         "k": k,
         "strategies": strategies,
+        # Paired differences over the viewers ranked among everyone, with 95 %
+        # bootstrap intervals: is the pipeline's lead (or lag) more than noise?
+        "comparisons_everyone": comparisons,
         "split": {
             "t_label": split.t_label,
             "t_holdout": split.t_holdout,
@@ -435,25 +438,17 @@ def _rank_everyone(
     t_pos = test.is_positive & (t_actor >= 0) & (t_target >= 0)
     t_actor, t_target = t_actor[t_pos], t_target[t_pos]
 
-    popularity_order = np.lexsort((-store.like_rate_received, -fitted.popularity))
+    # Serving's popular source and content tie-break (recommender/candidates.py):
+    # likes received in the last 14 days, then the like rate.
+    recent = store.likes_received_recent.astype(np.float64)
+    popularity_order = np.lexsort((-store.like_rate_received, -recent))
+    recent_share = np.log1p(recent) / max(np.log1p(recent.max(initial=0.0)), 1e-9)
     rng = np.random.default_rng(config.seed)
-    rows: dict[str, list] = {name: [] for name in STRATEGIES}
-    mutual_hits: dict[str, list[float]] = {name: [] for name in STRATEGIES}
+    per_viewer: dict[str, list[tuple[float, ...]]] = {name: [] for name in STRATEGIES}
     candidate_sizes: list[int] = []
     eligible_sizes: list[int] = []
     likes_seen = [0, 0]  # held-out likes of the sampled viewers, of them eligible
-    pending = 0
-    accumulated: dict[str, list[dict]] = {name: [] for name in STRATEGIES}
-
-    def flush() -> None:
-        for name in STRATEGIES:
-            if rows[name]:
-                groups, y, scores = (
-                    np.concatenate(parts) for parts in zip(*rows[name], strict=True)
-                )
-                part = ranking_metrics(groups, y, scores, k=k)
-                accumulated[name].append(part)
-                rows[name] = []
+    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}")
 
     for v in viewers.tolist():
         excluded = np.concatenate(
@@ -464,12 +459,9 @@ def _rank_everyone(
         )
         mask = _eligible(store, visible, v, excluded)
         allowed = np.flatnonzero(mask)
-        if allowed.size == 0:
-            continue
-        y = np.zeros(allowed.size, dtype=np.int8)
         liked = t_target[t_actor == v]
-        y[np.isin(allowed, liked)] = 1
         likes_seen[0] += int(np.unique(liked).size)
+        y = np.isin(allowed, liked).astype(np.int8)
         likes_seen[1] += int(y.sum())
         if not y.any():
             continue
@@ -481,10 +473,11 @@ def _rank_everyone(
             )
             for name in ("random", "popularity", "content", "collaborative")
         }
-        candidates = _candidates(allowed, base, popularity_order, mask, rng)
+        candidates = _candidates(
+            allowed, base, recent_share[allowed], popularity_order, mask, rng
+        )
         candidate_sizes.append(int(candidates.size))
-        in_candidates = np.isin(allowed, candidates)
-        chosen = np.flatnonzero(in_candidates)
+        chosen = np.flatnonzero(np.isin(allowed, candidates))
         forward = fitted.scores("pipeline", viewer_rows[chosen], allowed[chosen], 0)
         backward = fitted.scores("pipeline", allowed[chosen], viewer_rows[chosen], 0)
         for name, values in (
@@ -497,53 +490,72 @@ def _rank_everyone(
         tiebreak = rng.random(allowed.size)
         for name in STRATEGIES:
             scores = base[name]
-            rows[name].append((viewer_rows, y, scores))
+            metrics = ranking_metrics(viewer_rows, y, scores, k=k)
             top = _top_k(scores, k, tiebreak)
             hits = mutual.contains(
                 np.full(top.size, store.user_id[v]), store.user_id[allowed[top]]
             )
-            mutual_hits[name].append(float(hits.mean()) if top.size else 0.0)
-        pending += allowed.size
-        if pending >= _ROWS_PER_METRICS_CALL:
-            flush()
-            pending = 0
-    flush()
+            per_viewer[name].append(
+                (*(metrics[key] for key in keys), float(hits.mean()))
+            )
 
-    result = {}
+    result: dict = {}
     for name in STRATEGIES:
-        parts = accumulated[name]
-        groups = sum(p["groups"] for p in parts)
-        metrics = {}
-        for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}"):
-            values = [p[key] * p["groups"] for p in parts if p["groups"]]
-            metrics[key] = float(sum(values) / groups) if groups else float("nan")
-        metrics[f"mutual@{k}"] = (
-            float(np.mean(mutual_hits[name])) if mutual_hits[name] else float("nan")
-        )
-        metrics["viewers"] = int(groups)
+        values = np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)
+        metrics = {
+            key: float(values[:, j].mean()) if values.shape[0] else float("nan")
+            for j, key in enumerate((*keys, f"mutual@{k}"))
+        }
+        metrics["viewers"] = int(values.shape[0])
+        metrics[f"ndcg@{k}_ci95"] = _bootstrap_ci(values[:, 2], config.seed)
         if eligible_sizes:
             metrics["mean_eligible"] = float(np.mean(eligible_sizes))
         if name.startswith("pipeline") and candidate_sizes:
             metrics["mean_candidates"] = float(np.mean(candidate_sizes))
         result[name] = metrics
+    ndcg = {
+        name: np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)[:, 2]
+        for name in STRATEGIES
+    }
+    result["_comparisons"] = {
+        f"{a}_minus_{b}": {
+            f"ndcg@{k}": float(np.mean(ndcg[a] - ndcg[b])) if ndcg[a].size else None,
+            "ci95": _bootstrap_ci(ndcg[a] - ndcg[b], config.seed),
+        }
+        for a in ("pipeline", "pipeline_reciprocal")
+        for b in ("popularity", "random", "collaborative", "content")
+    }
     result["_likes_passing_filters"] = likes_seen[1] / max(likes_seen[0], 1)
     return result
+
+
+def _bootstrap_ci(values: np.ndarray, seed: int, resamples: int = 1_000) -> list:
+    """95 % percentile bootstrap interval of the mean of ``values`` (float [v],
+    one per viewer); ``[None, None]`` without values."""
+    if values.shape[0] == 0:
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, values.shape[0], size=(resamples, values.shape[0]))
+    means = values[draws].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def _candidates(
     allowed: np.ndarray,
     base: dict[str, np.ndarray],
+    recent_share: np.ndarray,
     popularity_order: np.ndarray,
     mask: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Store rows of the merged candidate sources (as serving's candidates.py)."""
+    """Store rows of the merged candidate sources (as serving's candidates.py;
+    ``recent_share`` float [a] = log-scaled recent likes of the ``allowed`` rows)."""
     sizes = CANDIDATE_SOURCES
     found = [
         allowed[_best(base["collaborative"], sizes["collaborative"])],
         allowed[
             _best(
-                base["content"] + 1e-3 * np.log1p(base["popularity"]),
+                base["content"] + 1e-3 * recent_share,
                 sizes["content"],
             )
         ],
@@ -615,6 +627,19 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         lines.append("|" + "---|" * len(table[0]))
         lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
         lines.append("")
+    k = report["k"]
+    diffs = report.get("comparisons_everyone") or {}
+    for name in ("pipeline_minus_popularity", "pipeline_reciprocal_minus_popularity"):
+        diff = diffs.get(name)
+        if diff and diff.get(f"ndcg@{k}") is not None:
+            low, high = diff["ci95"]
+            a, b = name.split("_minus_")
+            lines.append(
+                f"- NDCG@{k} among everyone, {STRATEGY_LABELS[a]} − "
+                f"{STRATEGY_LABELS[b]}: {diff[f'ndcg@{k}']:+.3f} "
+                f"(95 % bootstrap interval over viewers {low:+.3f} … {high:+.3f})"
+            )
+    lines.append("")
     if chart:
         lines += [f"![{title}]({chart})", ""]
     return "\n".join(lines)

