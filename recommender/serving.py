@@ -274,6 +274,7 @@ class _ServingState:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # guards the fields below
         self.load_lock = threading.Lock()  # one load at a time
+        self.generation_lock = threading.Lock()  # one generation re-read at a time
         self.bundle: Bundle | None = None
         self.generation: str | None = None
         self.checked_at = -math.inf
@@ -306,15 +307,29 @@ def serving_generation() -> str:
     the database at most every ``KINDRED["REGISTRY_POLL_SECONDS"]`` per process."""
     poll = float(settings.KINDRED["REGISTRY_POLL_SECONDS"])
     now = time.monotonic()
-    if _state.generation is not None and now - _state.checked_at < poll:
-        return _state.generation
+    known = _state.generation
+    if known is not None and now - _state.checked_at < poll:
+        return known
+    # One thread of the process re-reads it; the others keep answering with the
+    # known generation meanwhile instead of all querying at once (under load the
+    # query is slow, and every thread of a worker crossed the poll together:
+    # py-spy had it at ~28% of cache-hit request time at 100,000 members).
+    if not _state.generation_lock.acquire(blocking=known is None):
+        return known
     try:
-        generation = _read_generation()
-    except Exception:  # noqa: BLE001 - keep serving what is loaded
-        logger.warning("registry generation unreadable", exc_info=True)
-        return _state.generation or "0.0"
-    _state.generation, _state.checked_at = generation, now
-    return generation
+        if _state.generation is not None and (
+            time.monotonic() - _state.checked_at < poll
+        ):
+            return _state.generation  # another thread just re-read it
+        try:
+            generation = _read_generation()
+        except Exception:  # noqa: BLE001 - keep serving what is loaded
+            logger.warning("registry generation unreadable", exc_info=True)
+            return _state.generation or "0.0"
+        _state.generation, _state.checked_at = generation, now
+        return generation
+    finally:
+        _state.generation_lock.release()
 
 
 def _store_is_stale(bundle: Bundle) -> bool:
