@@ -481,13 +481,12 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="kindred-bench-endpoint-"))
     server = Server(params, workdir)
     phases: list[dict] = []
+    profiles: dict[str, list[dict]] = {}
     try:
         server.wait_ready()
         progress(f"gunicorn up ({server.workers} workers x {server.threads} threads)")
         seen = server.warm(warm_tokens, params.limit)
         progress(f"warm: {seen}")
-
-        profile: list[dict] = []
 
         def run(phase, path, phase_tokens, conns, spy=False):
             before = _stage_histograms(server.base)
@@ -513,10 +512,8 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
             stages = _stage_delta(before, _stage_histograms(server.base))
             if spy_proc is not None:
                 spy_proc.wait(timeout=60)
-                profile.extend(profile_summary(spy_out))
-                if not profile:
-                    progress(f"py-spy gave nothing: {spy_out}.log")
-                    shutil.copy(str(spy_out) + ".log", "/tmp/kindred-py-spy.log")
+                profiles[phase] = profile_summary(spy_out)
+                spy_out.unlink(missing_ok=True)
             row = _phase_row(phase, conns, raw, stages)
             row["queued_impression_tasks_dropped"] = celery_queue_drop()
             phases.append(row)
@@ -538,7 +535,8 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
             if not hit_pool:
                 hit_pool = chunk[: max(1, min(row["requests"], 2_000, len(chunk)))]
         for conns in hit_conns:
-            run("hit", API_PATH, hit_pool, conns)
+            spy = params.profile and conns == max(hit_conns)
+            run("hit", API_PATH, hit_pool, conns, spy=spy)
         offset = len(miss_conns) * per
         for i, conns in enumerate(naive_conns):
             chunk = rest[offset + i * per : offset + (i + 1) * per]
@@ -578,7 +576,8 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
         "phases": phases,
         "stages": stages,
         "ratios": ratios,
-        "profile": profile,
+        "profile": profiles.get("miss", []),
+        "profile_hit": profiles.get("hit", []),
     }
 
 

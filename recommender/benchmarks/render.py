@@ -188,12 +188,15 @@ def _render_endpoint(name: str, s: dict) -> str:
                 ],
             ),
         ]
-    profile = s.get("profile") or []
-    if profile:
+    for key, label in (("profile", "miss"), ("profile_hit", "hit")):
+        profile = s.get(key) or []
+        if not profile:
+            continue
         lines += [
             "",
-            "py-spy of one worker during the busiest miss phase (share of the "
-            "samples spent inside each function, callees included):",
+            f"py-spy of one worker during the busiest {label} phase (share of the "
+            "samples in request handling spent inside each function, callees "
+            "included):",
             "",
             table(
                 ["function", "% of request samples"],
