@@ -77,3 +77,21 @@ def web(postgres, tmp_path, media):
 
 # The serving engine's per-test fixture (fresh engine, inline reloads).
 from tests.recommender.serving_fixtures import engine  # noqa: E402,F401
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzzing figures (for RELIABILITY.md): requests sent, by status."""
+    import sys
+    from collections import Counter
+
+    fuzz = sys.modules.get("tests.reliability.test_fuzz")
+    if fuzz is None or not fuzz.CASES_RUN:
+        return
+    statuses = Counter(status for _, _, status in fuzz.CASES_RUN)
+    paths = len({path for _, path, _ in fuzz.CASES_RUN})
+    methods = len({(method.upper(), path) for method, path, _ in fuzz.CASES_RUN})
+    terminalreporter.write_line(
+        f"schemathesis: {len(fuzz.CASES_RUN)} requests, {paths} paths, {methods}"
+        f" method/path pairs (undocumented methods too);"
+        f" statuses {dict(sorted(statuses.items()))}"
+    )

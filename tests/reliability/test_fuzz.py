@@ -9,7 +9,9 @@ documented status code, content type, headers and body. Examples are bounded
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import ScopedRateThrottle
@@ -22,7 +24,19 @@ CASES_RUN = []  # (method, path, status) of every example, for the figures
 
 
 @pytest.fixture
-def fuzz_token(db, monkeypatch):
+def wsgi_keeps_the_test_connection():
+    """The raw WSGI handler closes "old" connections around each request, which in
+    a test transaction is the test's own connection; Django's test Client
+    disconnects the same signal handlers."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def fuzz_token(db, monkeypatch, wsgi_keeps_the_test_connection):
     # Throttling is tested on its own (test_security); here it would only turn
     # most of the generated sign-ups into 429s.
     monkeypatch.setattr(
