@@ -21,7 +21,11 @@ Protocol (what ``manage.py evaluate`` and the nightly evaluate stage report):
      explore 20, as serving's ``recommender/candidates.py``) ranked by the ranking
      model's P(viewer likes candidate); members outside the candidates rank last;
    * ``pipeline_reciprocal`` — the same candidates ranked by P(v likes c) ×
-     P(c likes v), serving's reciprocal score.
+     P(c likes v), serving's reciprocal score;
+   * ``pipeline_prior`` (experimental, not served) — the same candidates ranked
+     by P(v likes c) × log(2 + likes c received before the cut): the ranking
+     model predicts a like *given* the pair is rated; the prior adds how likely
+     the candidate is to be rated at all.
 
    Serving's post-processing (freshness boost, diversity) is not applied.
 3. **Metrics**, ``k`` = 10:
@@ -81,6 +85,7 @@ STRATEGIES = (
     "collaborative",
     "pipeline",
     "pipeline_reciprocal",
+    "pipeline_prior",
 )
 STRATEGY_LABELS = {
     "random": "random",
@@ -89,7 +94,9 @@ STRATEGY_LABELS = {
     "collaborative": "collaborative-only",
     "pipeline": "two-stage pipeline",
     "pipeline_reciprocal": "pipeline + reciprocal",
+    "pipeline_prior": "pipeline × popularity (exp.)",
 }
+PIPELINES = ("pipeline", "pipeline_reciprocal", "pipeline_prior")
 PROTOCOLS = ("everyone", "labelled")
 # Candidate source sizes, as recommender/candidates.py (COLLABORATIVE_WANT, …).
 CANDIDATE_SOURCES = {"collaborative": 200, "content": 150, "popular": 60, "explore": 20}
@@ -143,7 +150,13 @@ class Fitted:
             return forward
         if strategy == "pipeline_reciprocal":
             return forward * self._model_scores(cand_idx, viewer_idx)
+        if strategy == "pipeline_prior":
+            return forward * self.popularity_prior(cand_idx)
         raise ValueError(f"unknown strategy {strategy!r}")
+
+    def popularity_prior(self, cand_idx: np.ndarray) -> np.ndarray:
+        """float64 [p] log(2 + likes received before the cut) of the candidates."""
+        return np.log(2.0 + self.popularity[cand_idx])
 
     def _model_scores(self, viewer_idx: np.ndarray, cand_idx: np.ndarray) -> np.ndarray:
         X = pair_features(
@@ -483,6 +496,7 @@ def _rank_everyone(
         for name, values in (
             ("pipeline", forward),
             ("pipeline_reciprocal", forward * backward),
+            ("pipeline_prior", forward * fitted.popularity_prior(allowed[chosen])),
         ):
             scores = np.full(allowed.size, -np.inf)
             scores[chosen] = values
@@ -510,7 +524,7 @@ def _rank_everyone(
         metrics[f"ndcg@{k}_ci95"] = _bootstrap_ci(values[:, 2], config.seed)
         if eligible_sizes:
             metrics["mean_eligible"] = float(np.mean(eligible_sizes))
-        if name.startswith("pipeline") and candidate_sizes:
+        if name in PIPELINES and candidate_sizes:
             metrics["mean_candidates"] = float(np.mean(candidate_sizes))
         result[name] = metrics
     ndcg = {
@@ -522,7 +536,7 @@ def _rank_everyone(
             f"ndcg@{k}": float(np.mean(ndcg[a] - ndcg[b])) if ndcg[a].size else None,
             "ci95": _bootstrap_ci(ndcg[a] - ndcg[b], config.seed),
         }
-        for a in ("pipeline", "pipeline_reciprocal")
+        for a in PIPELINES
         for b in ("popularity", "random", "collaborative", "content")
     }
     result["_likes_passing_filters"] = likes_seen[1] / max(likes_seen[0], 1)
@@ -629,7 +643,7 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         lines.append("")
     k = report["k"]
     diffs = report.get("comparisons_everyone") or {}
-    for name in ("pipeline_minus_popularity", "pipeline_reciprocal_minus_popularity"):
+    for name in (f"{a}_minus_popularity" for a in PIPELINES):
         diff = diffs.get(name)
         if diff and diff.get(f"ndcg@{k}") is not None:
             low, high = diff["ci95"]
@@ -661,7 +675,15 @@ def report_chart(report: dict, path, *, title: str) -> None:
         (f"NDCG@{k}, among rated pairs", lambda e: e["labelled"][f"ndcg@{k}"]),
     )
     labels = [STRATEGY_LABELS[name] for name in STRATEGIES]
-    colors = ["#9e9e9e", "#bdbdbd", "#90caf9", "#64b5f6", "#1e88e5", "#0d47a1"]
+    colors = [
+        "#9e9e9e",
+        "#bdbdbd",
+        "#90caf9",
+        "#64b5f6",
+        "#1e88e5",
+        "#0d47a1",
+        "#ffb74d",
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.6), dpi=80)
     for ax, (name, get) in zip(axes, panels, strict=True):
         values = [get(report["strategies"][s]) for s in STRATEGIES]
