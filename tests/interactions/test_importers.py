@@ -205,12 +205,13 @@ def test_an_unreadable_path_is_a_command_error(tmp_path):
 
 
 @pytest.mark.skipif(not OTC.exists(), reason="shared data sets not present")
-def test_a_slice_of_bitcoin_otc_loads_under_the_otc_namespace(tmp_path):
+def test_a_slice_of_bitcoin_otc_loads_from_its_folder_as_otc_members(tmp_path):
     lines = OTC.read_text().splitlines()[:400]
     path = tmp_path / "soc-sign-bitcoinotc.csv"
     path.write_text("\n".join(lines) + "\n")
 
-    output = _call("import_interactions", str(path), "--format", "edges")
+    # The folder, as the data set ships: every *.csv in it.
+    output = _call("import_interactions", str(tmp_path), "--format", "edges")
 
     counts = import_counts(namespace="otc")
     ids = {field for line in lines for field in line.split(",")[:2]}

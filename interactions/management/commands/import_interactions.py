@@ -2,6 +2,7 @@
 histories from a ``source,target,rating,time`` CSV."""
 
 import time
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -30,7 +31,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("path")
+        parser.add_argument(
+            "path", help="A CSV file, or a folder whose *.csv files are imported."
+        )
         parser.add_argument("--format", choices=["edges"], default="edges")
         parser.add_argument(
             "--namespace",
@@ -46,7 +49,17 @@ class Command(BaseCommand):
         parser.add_argument("--skip-malformed", action="store_true")
 
     def handle(self, *args, **options):
-        namespace = options["namespace"] or _namespace_from(options["path"])
+        path = Path(options["path"])
+        files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+        if not files:
+            raise CommandError(f"No .csv file in {path}.")
+        for file in files:
+            if len(files) > 1:
+                self.stdout.write(f"{file.name}:")
+            self._import(file, options)
+
+    def _import(self, path: Path, options: dict) -> None:
+        namespace = options["namespace"] or _namespace_from(str(path))
         self._last = 0.0
         try:
             thresholds = KindThresholds(
@@ -62,7 +75,7 @@ class Command(BaseCommand):
                 }
             )
             report = edges_import(
-                path=options["path"],
+                path=path,
                 namespace=namespace,
                 thresholds=thresholds,
                 batch_size=options["batch_size"],
