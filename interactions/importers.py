@@ -693,10 +693,9 @@ class _Writer:
         for edge in edges:
             key = (edge.source, edge.target)
             if key in latest:
-                self.report.skip(
-                    min(edge.line, latest[key].line), "superseded by a later rating"
-                )
-                if edge.at < latest[key].at:
+                older = edge if edge.at < latest[key].at else latest[key]
+                self.report.skip(older.line, "superseded by a later rating")
+                if older is edge:
                     continue
             latest[key] = edge
         unique = sorted(latest.values(), key=lambda e: (e.at, e.line))

@@ -307,3 +307,14 @@ def test_speed_dating_missing_values_are_filled_or_skipped_and_reported(tmp_path
 def test_a_file_that_is_not_speed_dating_is_a_command_error(tmp_path):
     with pytest.raises(CommandError, match="missing columns"):
         _call("import_speed_dating", str(_csv(tmp_path, EDGES)))
+
+
+def test_a_pair_rated_twice_in_one_file_keeps_its_latest_rating(tmp_path):
+    path = _csv(tmp_path, "1,2,5,1300000000\n1,2,-9,1200000000\n")
+
+    report = edges_import(path=path, namespace="t")
+
+    row = Interaction.objects.get()
+    assert row.kind == "like"
+    assert row.created_at == dt.datetime.fromtimestamp(1300000000, tz=dt.UTC)
+    assert report.examples == [(2, "superseded by a later rating")]
