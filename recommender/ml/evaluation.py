@@ -343,7 +343,7 @@ def strategies_evaluate(
             "test_likes_to_members_without_earlier_likes": float(
                 np.mean(fitted.popularity[liked] == 0)
             ),
-            "test_likes_to_the_popular_source": float(np.mean(np.isin(liked, popular))),
+            "test_likes_to_the_60_most_liked": float(np.mean(np.isin(liked, popular))),
         },
         "protocol": {
             "everyone": "each sampled test viewer with a held-out like ranks every "
@@ -627,7 +627,7 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         f"Ranking model: {counts['ranking_model_type']}. Of the test likes, "
         f"{counts['test_likes_to_members_without_earlier_likes']:.0%} went to members "
         "no one had liked before the cut and "
-        f"{counts['test_likes_to_the_popular_source']:.0%} to the "
+        f"{counts['test_likes_to_the_60_most_liked']:.0%} to the "
         f"{CANDIDATE_SOURCES['popular']} most liked."
     )
     lines.append("")
