@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -266,16 +267,10 @@ def _is_header(fields: list[str]) -> bool:
     return False
 
 
-def edges_parse(
-    path: Path, *, report: ImportReport | None = None
-) -> tuple[list[_ParsedEdge], list[tuple[int, str]]]:
-    """Read ``source,target,rating,time`` rows (header optional) from ``path``.
-
-    Returns (rows, problems): problems are (line number, message) of malformed rows.
-    Self pairs are not malformed but skipped (recorded in ``report``).
-    """
-    rows: list[_ParsedEdge] = []
-    problems: list[tuple[int, str]] = []
+def _edge_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, stripped fields) of each non-blank data row of ``path``
+    (a header on the first line is left out). Raises ``ImportRefused`` for a file
+    that cannot be read or is not UTF-8; an unreadable CSV row yields no fields."""
     try:
         handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115
     except OSError as error:
@@ -290,22 +285,14 @@ def edges_parse(
                     continue
                 if line == 1 and _is_header(fields):
                     continue
-                parsed = _parse_edge(line, fields, problems)
-                if parsed is None:
-                    continue
-                if parsed.source == parsed.target:
-                    if report is not None:
-                        report.skip(line, "self rating (source == target)")
-                    continue
-                rows.append(parsed)
+                yield line, fields
         except UnicodeDecodeError as error:
             raise ImportRefused(
                 f"{path} is not UTF-8 text (byte {error.start} of the file); "
                 "re-encode it as UTF-8."
             ) from error
-        except csv.Error as error:
-            problems.append((reader.line_num, f"unreadable CSV: {error}"))
-    return rows, problems
+        except csv.Error:
+            yield reader.line_num, []
 
 
 def _parse_edge(
@@ -360,7 +347,29 @@ def edges_import(
     path = Path(path)
     started = time.monotonic()
     report = ImportReport(namespace=namespace)
-    rows, problems = edges_parse(path, report=report)
+
+    # Pass 1 validates every row and learns the members; nothing is kept per row,
+    # so memory grows with the number of members, not of ratings.
+    problems: list[tuple[int, str]] = []
+    first_seen: dict[str, dt.datetime] = {}
+    last_active: dict[str, dt.datetime] = {}
+    edge_count = 0
+    for line, row in _parsed_edges(path, problems):
+        report.rows_read += 1
+        if row is None:
+            continue
+        if row.source == row.target:
+            report.skip(line, "self rating (source == target)")
+            continue
+        if thresholds.kind_of(row.rating) is None:
+            report.skip(line, "neutral rating (between dislike_max and like_min)")
+            continue
+        edge_count += 1
+        for member in (row.source, row.target):
+            if member not in first_seen or row.at < first_seen[member]:
+                first_seen[member] = row.at
+        if row.source not in last_active or row.at > last_active[row.source]:
+            last_active[row.source] = row.at
     if problems and not skip_malformed:
         raise ImportRefused(
             f"{path.name}: {len(problems):,} malformed row(s); nothing was imported.",
@@ -368,22 +377,6 @@ def edges_import(
         )
     for line, message in problems:
         report.skip(line, f"malformed: {message}")
-
-    first_seen: dict[str, dt.datetime] = {}
-    last_active: dict[str, dt.datetime] = {}
-    edges: list[Edge] = []
-    for row in rows:
-        kind = thresholds.kind_of(row.rating)
-        if kind is None:
-            report.skip(row.line, "neutral rating (between dislike_max and like_min)")
-            continue
-        edges.append(Edge(row.line, row.source, row.target, kind, row.at))
-        for member in (row.source, row.target):
-            if member not in first_seen or row.at < first_seen[member]:
-                first_seen[member] = row.at
-        if row.source not in last_active or row.at > last_active[row.source]:
-            last_active[row.source] = row.at
-    report.rows_read = len(rows) + len(problems)
 
     specs = {
         external_id: MemberSpec(
@@ -401,9 +394,30 @@ def edges_import(
         )
         for external_id, joined in first_seen.items()
     }
-    _Writer(namespace, report, batch_size, progress).write(specs, edges)
+    # Pass 2 streams the ratings to the writer in batches.
+    edges = (
+        Edge(line, row.source, row.target, thresholds.kind_of(row.rating), row.at)
+        for line, row in _parsed_edges(path, [])
+        if row is not None
+        and row.source != row.target
+        and thresholds.kind_of(row.rating) is not None
+    )
+    _Writer(namespace, report, batch_size, progress).write(specs, edges, edge_count)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _parsed_edges(
+    path: Path, problems: list[tuple[int, str]]
+) -> Iterator[tuple[int, _ParsedEdge | None]]:
+    """(line, parsed row or None) for each data row; a malformed row's problem is
+    appended to ``problems``."""
+    for line, fields in _edge_lines(path):
+        if not fields:
+            problems.append((line, "unreadable CSV row"))
+            yield line, None
+            continue
+        yield line, _parse_edge(line, fields, problems)
 
 
 # --- the Speed Dating Experiment ------------------------------------------------------
@@ -641,7 +655,7 @@ def speed_dating_import(
         key: _with_last_active(spec, last_active.get(key))
         for key, spec in specs.items()
     }
-    _Writer(namespace, report, batch_size, progress).write(specs, edges)
+    _Writer(namespace, report, batch_size, progress).write(specs, edges, len(edges))
     report.seconds = time.monotonic() - started
     return report
 
@@ -679,7 +693,11 @@ class _Writer:
         self.user_ids: dict[str, int] = {}
         self.password = make_password(None)  # unusable: imported members cannot log in
 
-    def write(self, specs: dict[str, MemberSpec], edges: list[Edge]) -> None:
+    def write(
+        self, specs: dict[str, MemberSpec], edges: Iterable[Edge], total: int
+    ) -> None:
+        """Create the unknown members, then stream ``edges`` (``total`` of them)
+        in batches, then bring the namespace's matches in line."""
         members = sorted(specs.values(), key=lambda s: s.external_id)
         done = 0
         for batch in _batches(members, self.batch_size):
@@ -688,23 +706,24 @@ class _Writer:
             done += len(batch)
             self.progress("members", done, len(members))
 
-        # Within the file, a pair rated more than once keeps its latest rating.
-        latest: dict[tuple[str, str], Edge] = {}
-        for edge in edges:
-            key = (edge.source, edge.target)
-            if key in latest:
-                older = edge if edge.at < latest[key].at else latest[key]
-                self.report.skip(older.line, "superseded by a later rating")
-                if older is edge:
-                    continue
-            latest[key] = edge
-        unique = sorted(latest.values(), key=lambda e: (e.at, e.line))
         done = 0
-        for batch in _batches(unique, self.batch_size):
+        iterator = iter(edges)
+        while chunk := list(islice(iterator, self.batch_size)):
+            # A pair rated more than once keeps its latest rating: inside a batch
+            # here, across batches by the newer-than-stored rule of _interactions.
+            latest: dict[tuple[str, str], Edge] = {}
+            for edge in chunk:
+                key = (edge.source, edge.target)
+                if key in latest:
+                    older = edge if edge.at < latest[key].at else latest[key]
+                    self.report.skip(older.line, "superseded by a later rating")
+                    if older is edge:
+                        continue
+                latest[key] = edge
             with transaction.atomic():
-                self._interactions(batch)
-            done += len(batch)
-            self.progress("interactions", done, len(unique))
+                self._interactions(list(latest.values()))
+            done += len(chunk)
+            self.progress("interactions", done, total)
         with transaction.atomic():
             self._matches()
         self.progress("matches", 1, 1)
