@@ -318,3 +318,20 @@ def test_a_pair_rated_twice_in_one_file_keeps_its_latest_rating(tmp_path):
     assert row.kind == "like"
     assert row.created_at == dt.datetime.fromtimestamp(1300000000, tz=dt.UTC)
     assert report.examples == [(2, "superseded by a later rating")]
+
+
+def test_across_batches_the_newer_rating_of_a_pair_wins_and_reruns_are_stable(
+    tmp_path,
+):
+    path = _csv(tmp_path, "1,2,-9,1200000000\n1,2,5,1300000000\n2,1,4,1250000000\n")
+
+    first = edges_import(path=path, namespace="t", batch_size=1)
+    second = edges_import(path=path, namespace="t", batch_size=1)
+
+    row = Interaction.objects.get(actor__username="t_1")
+    assert (row.kind, row.updated_at) == (
+        "like",
+        dt.datetime.fromtimestamp(1300000000, tz=dt.UTC),
+    )
+    assert first.interactions_updated == 1 and first.matches_created == 1
+    assert not second.changed
