@@ -330,6 +330,19 @@ class Server:
                 time.sleep(0.2)
         return seen
 
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU seconds of the gunicorn workers so far."""
+        import psutil
+
+        total = 0.0
+        try:
+            for child in psutil.Process(self.proc.pid).children():
+                times = child.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+        return total
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -490,6 +503,7 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
 
         def run(phase, path, phase_tokens, conns, spy=False):
             before = _stage_histograms(server.base)
+            cpu_before = server.worker_cpu_seconds()
             spy_out = workdir / "py-spy.txt"
             spy_proc = None
             if spy:
@@ -509,6 +523,7 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
                 timeout=params.timeout,
                 workdir=workdir,
             )
+            cpu = server.worker_cpu_seconds() - cpu_before
             stages = _stage_delta(before, _stage_histograms(server.base))
             if spy_proc is not None:
                 spy_proc.wait(timeout=60)
@@ -516,11 +531,18 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
                 spy_out.unlink(missing_ok=True)
             row = _phase_row(phase, conns, raw, stages)
             row["queued_impression_tasks_dropped"] = celery_queue_drop()
+            if row["requests"]:
+                # CPU the gunicorn workers spent per request: unlike latency, hardly
+                # inflated by other processes competing for the cores.
+                row["worker_cpu_ms_per_request"] = round(
+                    cpu * 1000 / row["requests"], 2
+                )
             phases.append(row)
             progress(
                 f"{phase} c={conns}: {row['requests']:,} req, {row['rps']} req/s, "
                 f"p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms, "
                 f"hit {row['hit_percent']}%, errors {row['errors']}, "
+                f"worker CPU {row.get('worker_cpu_ms_per_request')} ms/req, "
                 f"load {row['load_average']}"
             )
             return row
