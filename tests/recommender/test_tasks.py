@@ -26,7 +26,7 @@ def test_nightly_pipeline_chains_every_stage(seeded, media):
     run = TrainingRun.objects.get(pk=run_id)
     assert run.status == TrainingRunStatus.SUCCEEDED, run.error
     assert run.trigger == "celery"
-    assert set(run.summary["stages"]) == {"features", "embeddings", "index", "ranking"}
+    assert set(run.summary["stages"]) == set(services.STAGES)
     assert MLModel.objects.filter(kind=ModelKind.EMBEDDING).count() == 1
     assert MLModel.objects.filter(kind=ModelKind.RANKING).count() == 1
     assert not MLModel.objects.filter(is_active=True).exists()
