@@ -5,8 +5,9 @@ every operation, what ``config.api`` and ``config.middleware`` do to all of them
 
 * the error body ``{"message", "code", "fields"}`` (component ``Error``) on the
   statuses the operation can answer with: 400 when it takes input, 401 and 403 when
-  it needs authentication, 404 when it needs a member or an id, 429 when it is
-  throttled;
+  it needs authentication, 404 when it needs a member or an id, 413 and 415 when
+  it takes a body, 429 when it is throttled, and 503 (the database unreachable) on
+  every operation;
 * the ``X-Request-ID`` request header and the ``X-Request-ID`` / ``X-Process-Time``
   response headers (every status);
 * a tag per resource (``accounts``, ``interactions``, ``recommendations``…) so a
@@ -27,7 +28,11 @@ ERROR_DESCRIPTIONS = {
     "401": "Missing or invalid credentials (`Authorization: Token <key>`).",
     "403": "Authenticated but not allowed (or a session request without CSRF).",
     "404": "No such object, or the account has no member profile.",
+    "413": "The request body is larger than the server accepts.",
+    "415": "Unsupported media type: send `Content-Type: application/json`.",
     "429": "Too many requests: throttled; retry after the `Retry-After` seconds.",
+    "503": "The database cannot be reached just now; retry after the "
+    "`Retry-After` seconds.",
 }
 
 
@@ -126,6 +131,9 @@ class KindredAutoSchema(AutoSchema):
             codes += ["401", "403"]
         if needs_auth or has_ids:
             codes.append("404")
+        if "requestBody" in operation:
+            codes += ["413", "415"]
         if self.view.get_throttles():
             codes.append("429")
+        codes.append("503")
         return codes

@@ -83,6 +83,16 @@ def test_authenticated_operations_document_401_403_and_token_auth(schema):
     assert "401" not in signup["responses"]
 
 
+def test_every_api_operation_documents_the_database_down_503(schema):
+    for path, operations in schema["paths"].items():
+        if path.startswith("/api/v1/"):
+            for method, operation in operations.items():
+                assert "503" in operation["responses"], (method, path)
+    signup = schema["paths"]["/api/v1/accounts/"]["post"]
+    assert {"413", "415"} <= set(signup["responses"])  # it takes a body
+    assert "413" not in schema["paths"]["/api/v1/matches/"]["get"]["responses"]
+
+
 def test_the_recommendations_response_and_headers_are_described(schema):
     operation = schema["paths"]["/api/v1/recommendations/"]["get"]
     ok = operation["responses"]["200"]
