@@ -1,11 +1,11 @@
 """``manage.py import_interactions PATH --format edges``: bulk member-to-member
 histories from a ``source,target,rating,time`` CSV."""
 
-import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from config.progress import ProgressPrinter
 from interactions.importers import (
     DEFAULT_BATCH_SIZE,
     ImportRefused,
@@ -60,7 +60,6 @@ class Command(BaseCommand):
 
     def _import(self, path: Path, options: dict) -> None:
         namespace = options["namespace"] or _namespace_from(str(path))
-        self._last = 0.0
         try:
             thresholds = KindThresholds(
                 **{
@@ -80,19 +79,16 @@ class Command(BaseCommand):
                 thresholds=thresholds,
                 batch_size=options["batch_size"],
                 skip_malformed=options["skip_malformed"],
-                progress=self._progress,
+                progress=ProgressPrinter(self._line),
             )
         except ImportRefused as refused:
             raise CommandError(_refusal(refused)) from None
         for line in report.lines():
             self.stdout.write(line)
 
-    def _progress(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < 1.0:
-            return
-        self._last = now
-        self.stdout.write(f"  {stage}: {done:,}/{total:,}")
+    def _line(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
 
 
 def _namespace_from(path: str) -> str:

@@ -1,10 +1,9 @@
 """``manage.py import_speed_dating PATH``: the Speed Dating Experiment as members,
 preferences, likes/dislikes and matches."""
 
-import time
-
 from django.core.management.base import BaseCommand, CommandError
 
+from config.progress import ProgressPrinter
 from interactions.importers import (
     DEFAULT_BATCH_SIZE,
     SPEED_DATING_NAMESPACE,
@@ -30,22 +29,18 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
     def handle(self, *args, **options):
-        self._last = 0.0
         try:
             report = speed_dating_import(
                 path=options["path"],
                 namespace=options["namespace"],
                 batch_size=options["batch_size"],
-                progress=self._progress,
+                progress=ProgressPrinter(self._line),
             )
         except ImportRefused as refused:
             raise CommandError(_refusal(refused)) from None
         for line in report.lines():
             self.stdout.write(line)
 
-    def _progress(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < 1.0:
-            return
-        self._last = now
-        self.stdout.write(f"  {stage}: {done:,}/{total:,}")
+    def _line(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
