@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-STAGE_LINE = re.compile(r"stage (\w+)…")
+STAGE_LINE = re.compile(r"stage (?:\d+/\d+ )?(\w+)…")
 
 
 @dataclass
