@@ -111,8 +111,10 @@ def _render_search(name: str, s: dict) -> str:
 
 def _render_endpoint(name: str, s: dict) -> str:
     p = s.get("params", {})
+    label = name.split("-", 2)[2] if name.count("-") >= 2 else ""
     lines = [
-        f"## Recommendation endpoint under load: {s['users']:,} members",
+        f"## Recommendation endpoint under load: {s['users']:,} members"
+        + (f" ({label})" if label else ""),
         _machine_line(s),
         "",
         f"gunicorn ({p.get('workers')} workers x {p.get('threads')} threads, "
