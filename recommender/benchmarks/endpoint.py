@@ -498,7 +498,11 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
     try:
         server.wait_ready()
         progress(f"gunicorn up ({server.workers} workers x {server.threads} threads)")
-        seen = server.warm(warm_tokens, params.limit)
+        # Each worker loads its bundle (the member store) on its first request:
+        # minutes at 1,000,000 members on a loaded machine.
+        seen = server.warm(
+            warm_tokens, params.limit, timeout=max(180.0, params.users / 1_500)
+        )
         progress(f"warm: {seen}")
 
         def run(phase, path, phase_tokens, conns, spy=False):
