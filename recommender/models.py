@@ -79,6 +79,14 @@ class RecommendationLog(models.Model):
                 fields=["user", "shown_user", "created_at"], name="impression_pair_time"
             ),
         ]
+        constraints = [
+            # One row per shown position of a response: the impressions buffer can
+            # be drained again after a crash without counting anything twice. A
+            # client reusing its X-Request-ID keeps the first showing's rows only.
+            models.UniqueConstraint(
+                fields=["request_id", "user", "position"], name="impression_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id}: {self.shown_user_id} at {self.position}"

@@ -876,12 +876,56 @@ def impressions_log(*, user_id: int, page) -> None:
     """Record one impression per result of ``page`` (a ``RecommendationPage``), off
     the request's path.
 
-    The rows go to the ``impressions_write`` Celery task (run in-process in embedded
-    mode). If the broker cannot take the task, they are inserted directly; if that
-    fails too, the impressions are lost and logged: an impression is never worth a
-    failed request.
+    With Redis (and a worker and beat), the response's impressions are one ``RPUSH``
+    of one blob onto the buffer that the ``impressions_flush`` beat task drains in
+    bulk (``recommender.impressions``). In embedded mode (eager Celery) the
+    ``impressions_write`` task runs in-process. If Redis cannot take the blob (or
+    the task cannot be queued), the rows are inserted directly; if that fails too,
+    they are lost and logged: an impression is never worth a failed request.
     """
-    impressions = [
+    from recommender import impressions as buffer
+
+    if buffer.buffer_enabled():
+        blob = buffer.impressions_pack(user_id=user_id, page=page)
+        if blob is None:
+            return
+        try:
+            buffer.impressions_push(blob=blob)
+            return
+        except Exception:  # noqa: BLE001 - Redis down or hung: write directly
+            logger.warning(
+                "impressions not buffered; writing %d impressions directly",
+                len(page.results),
+                exc_info=True,
+            )
+        rows = buffer.impressions_unpack(blob)
+    else:
+        rows = _impressions_rows(user_id=user_id, page=page)
+        if not rows:
+            return
+        from recommender.tasks import impressions_write as impressions_write_task
+
+        try:
+            # retry=False: with the broker down, fail now instead of retrying while
+            # the member waits.
+            impressions_write_task.apply_async(
+                kwargs={"impressions": rows}, retry=False
+            )
+            return
+        except Exception:  # noqa: BLE001 - any broker failure: write directly instead
+            logger.warning(
+                "impressions task not queued; writing %d impressions directly",
+                len(rows),
+                exc_info=True,
+            )
+    try:
+        impressions_write(impressions=rows)
+    except Exception:  # noqa: BLE001
+        logger.exception("%d impressions of %s lost", len(rows), page.request_id)
+
+
+def _impressions_rows(*, user_id: int, page) -> list[dict]:
+    return [
         {
             "request_id": page.request_id,
             "user_id": user_id,
@@ -896,35 +940,17 @@ def impressions_log(*, user_id: int, page) -> None:
         }
         for result in page.results
     ]
-    if not impressions:
-        return
-    from recommender.tasks import impressions_write as impressions_write_task
-
-    try:
-        # retry=False: with the broker down, fail now instead of retrying while the
-        # member waits.
-        impressions_write_task.apply_async(
-            kwargs={"impressions": impressions}, retry=False
-        )
-        return
-    except Exception:  # noqa: BLE001 - any broker failure: write directly instead
-        logger.warning(
-            "impressions task not queued; writing %d impressions directly",
-            len(impressions),
-            exc_info=True,
-        )
-    try:
-        impressions_write(impressions=impressions)
-    except Exception:  # noqa: BLE001
-        logger.exception("%d impressions of %s lost", len(impressions), page.request_id)
 
 
 def impressions_write(*, impressions: list[dict]) -> int:
     """Insert impressions (dicts as built by :func:`impressions_log`) in one bulk
-    statement; returns how many were written.
+    statement; returns how many were offered (rows already there are not counted
+    apart).
 
     Impressions of members deleted in the meantime are skipped, so one deleted
-    account cannot make a whole batch fail for ever.
+    account cannot make a whole batch fail for ever. Rows already there (same
+    request id, member and position: a buffer drained again after a crash, or a
+    client that reused its X-Request-ID) are ignored, never duplicated.
     """
     from accounts.models import User
     from recommender.models import RecommendationLog
@@ -949,5 +975,5 @@ def impressions_write(*, impressions: list[dict]) -> int:
         for row in impressions
         if row["user_id"] in existing and row["shown_user_id"] in existing
     ]
-    RecommendationLog.objects.bulk_create(rows)
+    RecommendationLog.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)

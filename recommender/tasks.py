@@ -128,7 +128,22 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
     max_retries=5,
 )
 def impressions_write(*, impressions: list[dict]) -> int:
-    """Bulk-insert a response's impressions (queued by ``impressions_log``)."""
+    """Bulk-insert a response's impressions (embedded mode, see ``impressions_log``)."""
     from recommender.services import impressions_write
 
     return impressions_write(impressions=impressions)
+
+
+@shared_task(
+    name="recommender.tasks.impressions_flush",
+    ignore_result=True,
+)
+def impressions_flush() -> int:
+    """Drain the impressions buffer into ``RecommendationLog`` (Celery beat, every
+    ``IMPRESSIONS_FLUSH_SECONDS``); returns the rows written. Nothing to do in
+    embedded mode, where impressions are written in-process."""
+    from recommender.impressions import buffer_enabled, impressions_drain
+
+    if not buffer_enabled():
+        return 0
+    return impressions_drain()

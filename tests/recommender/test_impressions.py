@@ -1,16 +1,20 @@
 import datetime as dt
 import logging
+import threading
+from types import SimpleNamespace
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from interactions.models import Interaction
-from recommender import services, tasks
+from recommender import impressions, services, tasks
 from recommender.models import RecommendationLog
 from tests.accounts.factories import member
 from tests.recommender import fakes
+from tests.reliability.harness import RedisServer
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +84,7 @@ def test_the_client_request_id_is_the_impressions_request_id(
     assert len(impressions_of("ios-7f3a.1")) == 2
 
 
-def test_impressions_go_through_the_celery_task(
+def test_embedded_impressions_go_through_the_celery_task(
     engine, client_for, viewer, monkeypatch
 ):
     queued = []
@@ -160,6 +164,258 @@ def test_the_task_skips_impressions_of_deleted_members(viewer):
 
     assert written == 1
     assert [r.shown_user_id for r in impressions_of("r1")] == [kept.pk]
+
+
+def test_a_reused_client_request_id_keeps_the_first_showing_only(
+    engine, client_for, viewer
+):
+    client = client_for(viewer)
+    client.get(URL, {"limit": 3}, HTTP_X_REQUEST_ID="reused")
+    engine.generation = "g2"
+    engine.arm = type(engine.arm)("ranking-v5-vs-v4", "control", {})
+    client.get(URL, {"limit": 3}, HTTP_X_REQUEST_ID="reused")
+
+    rows = impressions_of("reused")
+    assert len(rows) == 3
+    assert {row.experiment for row in rows} == {"ranking-v5-vs-v4:challenger"}
+
+
+# --- the Redis buffer and its drain -------------------------------------------------
+
+
+@pytest.fixture
+def buffer(eager_tasks, settings, tmp_path, monkeypatch):
+    """Production mode against our own redis-server: impressions are RPUSHed, and
+    written only when ``impressions_flush`` drains them."""
+    from config.celery import app
+
+    server = RedisServer(tmp_path).start()
+    settings.REDIS_URL = server.url
+    monkeypatch.setattr(impressions, "_client", None)
+    app.conf.task_always_eager = False  # eager_tasks restores it
+    yield server
+    server.kill()
+
+
+def queued() -> list[bytes]:
+    return impressions.redis_client().lrange(impressions.queue_key(), 0, -1)
+
+
+def flush() -> int:
+    return tasks.impressions_flush.apply().get()
+
+
+def test_a_response_is_one_blob_written_by_the_flush(
+    engine, buffer, client_for, viewer
+):
+    client = client_for(viewer)
+    first = client.get(URL, {"limit": 4}).json()
+    second = client.get(URL, {"limit": 3}).json()  # a cache hit, logged again
+
+    assert len(queued()) == 2
+    assert impressions_of(first["request_id"]) == []  # nothing on the request path
+
+    assert flush() == 7
+
+    assert queued() == []
+    for body in (first, second):
+        rows = sorted(impressions_of(body["request_id"]), key=lambda r: r.position)
+        assert [(r.shown_user_id, r.position) for r in rows] == [
+            (result["user_id"], result["rank"]) for result in body["results"]
+        ]
+        assert {r.experiment for r in rows} == {"ranking-v5-vs-v4:challenger"}
+        assert {r.user_id for r in rows} == {viewer.pk}
+    assert rows[0].sources == second["results"][0]["sources"]
+    assert rows[0].score == pytest.approx(second["results"][0]["score"])
+    assert rows[0].model_versions == {"embedding": 3, "ranking": 5, "index": 12}
+    assert flush() == 0
+    assert RecommendationLog.objects.count() == 7
+
+
+def test_a_drainer_dead_between_commit_and_trim_does_not_duplicate(
+    engine, buffer, client_for, viewer, monkeypatch
+):
+    body = client_for(viewer).get(URL, {"limit": 4}).json()
+
+    def killed():
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(impressions, "_after_commit_before_trim", killed)
+    with pytest.raises(SystemExit):
+        flush()
+    assert len(impressions_of(body["request_id"])) == 4  # committed...
+    assert len(queued()) == 1  # ...but not trimmed
+    # A dead worker does not release its lock: the next drain waits for it to expire.
+    impressions.redis_client().set(impressions.lock_key(), "dead-drainer")
+    assert flush() == 0
+    impressions.redis_client().delete(impressions.lock_key())  # expired
+
+    monkeypatch.setattr(impressions, "_after_commit_before_trim", lambda: None)
+    flush()
+
+    assert queued() == []
+    assert len(impressions_of(body["request_id"])) == 4
+    assert RecommendationLog.objects.count() == 4
+
+
+def test_a_second_drainer_waits_for_the_lock(engine, buffer, client_for, viewer):
+    body = client_for(viewer).get(URL, {"limit": 3}).json()
+    client = impressions.redis_client()
+    client.set(impressions.lock_key(), "the-other-drainer")
+
+    assert flush() == 0
+    assert len(queued()) == 1
+    assert impressions_of(body["request_id"]) == []
+    assert client.get(impressions.lock_key()) == b"the-other-drainer"  # not ours
+
+
+def test_a_drainer_that_lost_its_lock_does_not_trim_nor_duplicate(
+    engine, buffer, client_for, viewer, monkeypatch
+):
+    client = client_for(viewer)
+    body = client.get(URL, {"limit": 3}).json()
+    redis = impressions.redis_client()
+
+    def overtaken():
+        # Our lock expired mid-drain and another drainer took it, read the same
+        # blobs and pushed a new one meanwhile.
+        redis.set(impressions.lock_key(), "the-other-drainer")
+        monkeypatch.setattr(impressions, "_after_commit_before_trim", lambda: None)
+        client.get(URL, {"limit": 2})
+
+    monkeypatch.setattr(impressions, "_after_commit_before_trim", overtaken)
+    flush()
+
+    assert len(queued()) == 2  # nothing trimmed: not ours any more
+    assert redis.get(impressions.lock_key()) == b"the-other-drainer"
+    redis.delete(impressions.lock_key())
+    flush()
+
+    assert queued() == []
+    assert len(impressions_of(body["request_id"])) == 3
+    assert RecommendationLog.objects.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_drainers_write_each_row_once(buffer, monkeypatch):
+    """Real threads and connections: the first drainer's lock expires while it sits
+    between its commit and its trim, so a second drains the same blobs meanwhile
+    (and the rest); the first then must not trim."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent transactions need PostgreSQL")
+    viewer, *shown = [member() for _ in range(6)]
+
+    def push(request_id):
+        page = SimpleNamespace(
+            request_id=request_id,
+            strategy="full",
+            model_versions={},
+            experiment_label="",
+            created_at=timezone.now(),
+            results=[
+                {"user_id": u.pk, "rank": rank, "score": 0.5, "sources": ["popular"]}
+                for rank, u in enumerate(shown, start=1)
+            ],
+        )
+        impressions.impressions_push(
+            blob=impressions.impressions_pack(user_id=viewer.pk, page=page)
+        )
+
+    for n in range(30):
+        push(f"req-{n}")
+    committed, second_done = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def first_waits_for_the_second():
+        if threading.current_thread().name == "first":
+            impressions.redis_client().delete(impressions.lock_key())  # expired
+            committed.set()
+            assert second_done.wait(30)
+            push("late")  # must survive the first drainer's (skipped) trim
+
+    monkeypatch.setattr(
+        impressions, "_after_commit_before_trim", first_waits_for_the_second
+    )
+
+    def drain(name, wait=None):
+        try:
+            if wait is not None:
+                assert wait.wait(30)
+            results[name] = impressions.impressions_drain(batch=20)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            if name == "second":
+                second_done.set()
+            connection.close()
+
+    threads = [
+        threading.Thread(target=drain, args=("first",), name="first"),
+        threading.Thread(target=drain, args=("second", committed), name="second"),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    assert results["second"] > 0  # it really ran alongside the first
+    assert len(queued()) == 1
+    assert RecommendationLog.objects.count() == 30 * 5
+    flush()
+    assert queued() == []
+    assert RecommendationLog.objects.count() == 31 * 5
+    assert RecommendationLog.objects.values("request_id").distinct().count() == 31
+
+
+def test_an_unreadable_blob_does_not_block_the_queue(
+    engine, buffer, client_for, viewer, caplog
+):
+    impressions.redis_client().rpush(impressions.queue_key(), b"{not json")
+    body = client_for(viewer).get(URL, {"limit": 2}).json()
+
+    assert flush() == 2
+
+    assert queued() == []
+    assert len(impressions_of(body["request_id"])) == 2
+    assert any("unreadable" in record.getMessage() for record in caplog.records)
+
+
+def test_redis_down_writes_the_impressions_directly(
+    engine, buffer, client_for, viewer, caplog
+):
+    buffer.kill()
+
+    with caplog.at_level(logging.WARNING, logger="recommender.services"):
+        response = client_for(viewer).get(URL, {"limit": 3})
+
+    assert response.status_code == 200
+    assert len(impressions_of(response.json()["request_id"])) == 3
+    assert any("not buffered" in record.getMessage() for record in caplog.records)
+
+
+def test_redis_and_database_down_do_not_fail_the_request(
+    engine, buffer, client_for, viewer, monkeypatch, caplog
+):
+    def database_down(**kwargs):
+        raise RuntimeError("database unavailable")
+
+    buffer.kill()
+    monkeypatch.setattr(services, "impressions_write", database_down)
+
+    with caplog.at_level(logging.ERROR, logger="recommender.services"):
+        response = client_for(viewer).get(URL, {"limit": 3})
+
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 3
+    assert any("impressions of" in record.getMessage() for record in caplog.records)
+
+
+def test_embedded_mode_has_nothing_to_flush(engine, client_for, viewer):
+    body = client_for(viewer).get(URL, {"limit": 2}).json()
+
+    assert len(impressions_of(body["request_id"])) == 2  # written in-process
+    assert flush() == 0
 
 
 # --- the interaction context ------------------------------------------------------

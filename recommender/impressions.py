@@ -1,0 +1,188 @@
+"""The impressions buffer: a Redis list the request path appends to, drained in bulk
+into ``RecommendationLog`` by the ``impressions_flush`` beat task.
+
+A response costs one ``RPUSH`` of one JSON blob (its page-level fields once, then one
+short row per result) on a module-level client whose connection pool is reused by
+every request of the process: no Celery message, no kombu client per publish.
+
+The drain (:func:`impressions_drain`) runs one drainer at a time (a Redis lock,
+``SET NX PX``): it reads the head of the list (``LRANGE``), inserts its rows in one
+transaction, and only after the commit trims what it read (``LTRIM``, done only while
+it still holds the lock). A drainer that dies between the commit and the trim leaves
+the blobs in the list; the next drain inserts them again and the unique constraint on
+``(request_id, user, position)`` (``bulk_create(ignore_conflicts=True)``) drops the
+rows already there, so nothing is lost and nothing is counted twice.
+"""
+
+import json
+import logging
+import threading
+import time
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+# Blobs read per transaction (a page holds at most 100 results).
+DRAIN_BATCH = 500
+# A drain stops looping after this long; the next beat tick carries on.
+DRAIN_BUDGET_SECONDS = 10.0
+# The drain lock outlives a drain that hangs (e.g. on the database) by this much.
+LOCK_MILLISECONDS = 60_000
+
+_client = None
+_client_lock = threading.Lock()
+
+# Trim only while the lock is still ours: a drainer whose lock expired (and was
+# taken by another) must not cut blobs it has not written.
+_TRIM_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
+    return 1
+end
+return 0
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def buffer_enabled() -> bool:
+    """Whether impressions go through the Redis list: only with Redis and a real
+    worker and beat to drain it (eager Celery = embedded mode: written in-process)."""
+    from config.celery import app
+
+    return bool(settings.REDIS_URL) and not app.conf.task_always_eager
+
+
+def _prefix() -> str:
+    return settings.CACHES["default"].get("KEY_PREFIX") or "kindred"
+
+
+def queue_key() -> str:
+    return f"{_prefix()}:impressions:queue"
+
+
+def lock_key() -> str:
+    return f"{_prefix()}:impressions:drain-lock"
+
+
+def redis_client():
+    """The process's client (created on first use; redis-py's pool is thread-safe
+    and reopens its connections after a fork)."""
+    global _client
+    if _client is None:
+        import redis
+
+        with _client_lock:
+            if _client is None:
+                # The cache's short timeouts (REDIS_TIMEOUT_SECONDS): a hung Redis
+                # costs a request that long, then the direct write takes over.
+                options = settings.CACHES["default"].get("OPTIONS", {})
+                timeout = options.get("socket_timeout", 0.5)
+                _client = redis.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                )
+    return _client
+
+
+def impressions_pack(*, user_id: int, page) -> bytes | None:
+    """One response's impressions as one compact JSON blob (``None`` if no result)."""
+    if not page.results:
+        return None
+    return json.dumps(
+        {
+            "r": page.request_id,
+            "u": user_id,
+            "s": page.strategy,
+            "m": page.model_versions,
+            "e": page.experiment_label,
+            "t": page.created_at.isoformat(),
+            "i": [
+                [
+                    result["user_id"],
+                    result["rank"],
+                    result["score"],
+                    list(result["sources"]),
+                ]
+                for result in page.results
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def impressions_unpack(blob: bytes) -> list[dict]:
+    """The rows of a blob, as ``recommender.services.impressions_write`` takes them."""
+    data = json.loads(blob)
+    return [
+        {
+            "request_id": data["r"],
+            "user_id": data["u"],
+            "shown_user_id": shown_user_id,
+            "position": position,
+            "score": score,
+            "sources": sources,
+            "strategy": data["s"],
+            "model_versions": data["m"],
+            "experiment": data["e"],
+            "created_at": data["t"],
+        }
+        for shown_user_id, position, score, sources in data["i"]
+    ]
+
+
+def impressions_push(*, blob: bytes) -> None:
+    """Append a blob to the buffer (one ``RPUSH``); raises if Redis is unreachable."""
+    redis_client().rpush(queue_key(), blob)
+
+
+def _after_commit_before_trim() -> None:
+    """A seam for the tests: a drainer killed between its commit and its trim."""
+
+
+def impressions_drain(
+    *, batch: int = DRAIN_BATCH, budget_seconds: float = DRAIN_BUDGET_SECONDS
+) -> int:
+    """Move buffered impressions into ``RecommendationLog``; returns the rows written
+    (0 when another drainer holds the lock)."""
+    from recommender.services import impressions_write
+
+    client = redis_client()
+    token = uuid.uuid4().hex
+    if not client.set(lock_key(), token, nx=True, px=LOCK_MILLISECONDS):
+        logger.info("impressions drain skipped: another drainer holds the lock")
+        return 0
+    written = 0
+    deadline = time.monotonic() + budget_seconds
+    try:
+        while True:
+            blobs = client.lrange(queue_key(), 0, batch - 1)
+            if not blobs:
+                break
+            rows = []
+            for blob in blobs:
+                try:
+                    rows.extend(impressions_unpack(blob))
+                except (ValueError, KeyError, TypeError):
+                    # One bad blob must not block the queue for ever.
+                    logger.exception("unreadable impressions blob dropped: %r", blob)
+            with transaction.atomic():
+                written += impressions_write(impressions=rows)
+            _after_commit_before_trim()
+            trim = client.register_script(_TRIM_IF_OWNER)
+            if not trim(keys=[lock_key(), queue_key()], args=[token, len(blobs)]):
+                logger.warning("impressions drain lost its lock; not trimming")
+                break
+            if len(blobs) < batch or time.monotonic() >= deadline:
+                break
+    finally:
+        client.register_script(_RELEASE_IF_OWNER)(keys=[lock_key()], args=[token])
+    return written
