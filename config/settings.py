@@ -184,7 +184,8 @@ TRAINING_TASKS = (
 )
 CELERY_TASK_ROUTES = {
     f"recommender.tasks.{name}": {"queue": "training"} for name in TRAINING_TASKS
-}
+} | {"recommender.tasks.impressions_flush": {"queue": "celery"}}
+IMPRESSIONS_FLUSH_SECONDS = env.float("IMPRESSIONS_FLUSH_SECONDS", default=5.0)
 CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "recommender.tasks.nightly_pipeline",
@@ -193,7 +194,15 @@ CELERY_BEAT_SCHEDULE = {
             minute=env.int("NIGHTLY_TRAINING_MINUTE", default=0),
         ),
         "options": {"queue": "training"},
-    }
+    },
+    # Impressions buffered in Redis by the request path, drained in bulk
+    # (recommender/impressions.py); a tick not picked up in time is dropped, the
+    # next one drains what it left.
+    "impressions-flush": {
+        "task": "recommender.tasks.impressions_flush",
+        "schedule": IMPRESSIONS_FLUSH_SECONDS,
+        "options": {"queue": "celery", "expires": IMPRESSIONS_FLUSH_SECONDS},
+    },
 }
 
 # --- Internationalisation and static files --------------------------------------
