@@ -30,6 +30,16 @@ class ProgressPrinter:
         self._stage_started = 0.0
         self._last_line = 0.0
 
+    @classmethod
+    def to(cls, stream, **options) -> "ProgressPrinter":
+        """A printer writing to a command's ``self.stdout``, flushed line by line."""
+
+        def write(text: str) -> None:
+            stream.write(text)
+            stream.flush()
+
+        return cls(write, **options)
+
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = self._clock()
         first = stage != self._stage

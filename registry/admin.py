@@ -230,31 +230,18 @@ class MLModelAdmin(admin.ModelAdmin):
         )
 
     def dashboard_promote_view(self, request, pk: int):
-        if not self.has_promote_permission(request):
-            raise PermissionDenied
-        try:
-            activation = model_activate(
-                model=pk,
-                actor=request.user,
-                actor_label=ADMIN_ACTOR_LABEL,
-                reason=request.POST.get("reason", "")[:1000],
-            )
-        except ApplicationError as error:
-            self.message_user(request, error.message, messages.ERROR)
-        else:
-            self.message_user(
-                request,
-                f"Promoted {activation_summary(activation)}.",
-                messages.SUCCESS,
-            )
-        return redirect("admin:registry_mlmodel_dashboard")
+        return self._dashboard_change(request, "Promoted", model_activate, model=pk)
 
     def dashboard_rollback_view(self, request, kind: str):
+        return self._dashboard_change(request, "Rolled back", model_rollback, kind=kind)
+
+    def _dashboard_change(self, request, done: str, service, **target):
+        """Run a registry service for the dashboard's POST form, report, go back."""
         if not self.has_promote_permission(request):
             raise PermissionDenied
         try:
-            activation = model_rollback(
-                kind=kind,
+            activation = service(
+                **target,
                 actor=request.user,
                 actor_label=ADMIN_ACTOR_LABEL,
                 reason=request.POST.get("reason", "")[:1000],
@@ -263,9 +250,7 @@ class MLModelAdmin(admin.ModelAdmin):
             self.message_user(request, error.message, messages.ERROR)
         else:
             self.message_user(
-                request,
-                f"Rolled back {activation_summary(activation)}.",
-                messages.SUCCESS,
+                request, f"{done} {activation_summary(activation)}.", messages.SUCCESS
             )
         return redirect("admin:registry_mlmodel_dashboard")
 

@@ -79,16 +79,12 @@ class Command(BaseCommand):
                 thresholds=thresholds,
                 batch_size=options["batch_size"],
                 skip_malformed=options["skip_malformed"],
-                progress=ProgressPrinter(self._line),
+                progress=ProgressPrinter.to(self.stdout),
             )
         except ImportRefused as refused:
             raise CommandError(_refusal(refused)) from None
         for line in report.lines():
             self.stdout.write(line)
-
-    def _line(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
 
 
 def _namespace_from(path: str) -> str:

@@ -34,13 +34,9 @@ class Command(BaseCommand):
                 path=options["path"],
                 namespace=options["namespace"],
                 batch_size=options["batch_size"],
-                progress=ProgressPrinter(self._line),
+                progress=ProgressPrinter.to(self.stdout),
             )
         except ImportRefused as refused:
             raise CommandError(_refusal(refused)) from None
         for line in report.lines():
             self.stdout.write(line)
-
-    def _line(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
