@@ -258,6 +258,13 @@ def _render_training(name: str, s: dict) -> str:
     if s.get("seed_seconds"):
         rows.append(["(seed_demo, not part of training)", s["seed_seconds"], "", ""])
     lines.append(table(headers, rows))
+    notes = [
+        f"- {stage}: {v['note']}"
+        for stage, v in (s.get("stages") or {}).items()
+        if v.get("note")
+    ]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
 
 
