@@ -180,9 +180,10 @@ def _render_endpoint(name: str, s: dict) -> str:
     if stages:
         lines += [
             "",
-            "Per-stage server time of the computations (cache misses) from the "
-            "workers' own `recommendation_stage_seconds` histograms, summed over "
-            "workers at shutdown (mean, and the histogram bucket holding p95):",
+            "Per-stage server time of the computations in the busiest cache-miss "
+            "phase, from the workers' own `recommendation_stage_seconds` histograms "
+            "(`/metrics`, differenced around the phase; mean, and the histogram "
+            "bucket holding p95):",
             "",
             table(
                 ["stage", "count", "mean ms", "p95 <= ms"],
