@@ -579,7 +579,12 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
     for conns in naive_conns:
         ours = _find(phases, "miss", conns)
         naive = _find(phases, "naive", conns)
-        if ours and naive and ours["p95_ms"] and ours["rps"]:
+        if ours and naive and not naive["requests"]:
+            ratios[f"naive c={conns}"] = (
+                f"no request completed in {params.duration} s "
+                f"(ours: p50 {ours['p50_ms']} ms)"
+            )
+        elif ours and naive and ours["p95_ms"] and ours["rps"]:
             ratios[f"p50 c={conns}"] = round(naive["p50_ms"] / ours["p50_ms"], 1)
             ratios[f"p95 c={conns}"] = round(naive["p95_ms"] / ours["p95_ms"], 1)
             ratios[f"req/s c={conns} (ours/naive)"] = round(

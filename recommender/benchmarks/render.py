@@ -173,7 +173,10 @@ def _render_endpoint(name: str, s: dict) -> str:
         lines += [
             "",
             "Ratios (naive / ours, same run, same connections): "
-            + "; ".join(f"{k}: {fmt(v, 1)}x" for k, v in ratios.items())
+            + "; ".join(
+                f"{k}: {fmt(v, 1)}x" if isinstance(v, int | float) else f"{k}: {v}"
+                for k, v in ratios.items()
+            )
             + ".",
         ]
     stages = s.get("stages") or {}
