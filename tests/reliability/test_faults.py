@@ -132,6 +132,7 @@ def test_database_cut_off_is_a_clean_503_then_recovers(
     full_answer(server, token)
     assert server.request("GET", "/health/ready").status == 200
 
+    connected_before = proxy.connections
     proxy.cut()  # every connection dropped, new ones refused
     try:
         ready = assert_clean_json(server.request("GET", "/health/ready"), 503)
@@ -163,7 +164,9 @@ def test_database_cut_off_is_a_clean_503_then_recovers(
         "readiness to recover",
     )
     assert server.request("GET", RECOMMENDATIONS, token=token).status == 200
-    assert proxy.connections > 2  # the workers reconnected through the proxy
+    # The workers reconnected through the proxy (how many had connected before
+    # depends on which worker took which request).
+    assert proxy.connections > connected_before
 
 
 def test_a_corrupted_artifact_keeps_the_old_model_and_health_says_degraded(
