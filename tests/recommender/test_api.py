@@ -6,13 +6,14 @@ from django.urls import reverse
 
 from accounts.models import User
 from recommender.selectors import MAX_LIMIT
+from recommender.serving import Arm
 from tests.accounts.factories import UserFactory, member
 from tests.recommender import fakes
 
 pytestmark = pytest.mark.django_db
 
-# The fake engine and the token client, as fixtures of this module.
-engine, eager_tasks, client_for = fakes.engine, fakes.eager_tasks, fakes.client_for
+# The fake engine, as fixtures of this module (client_for is in tests/conftest.py).
+engine, eager_tasks = fakes.engine, fakes.eager_tasks
 
 URL = reverse("recommendation-list")
 RESULT_FIELDS = {
@@ -73,7 +74,7 @@ def test_every_header_is_set(engine, client_for, viewer):
 
 
 def test_outside_an_experiment_the_headers_say_none(engine, client_for, viewer):
-    engine.arm = type(engine.arm)()
+    engine.arm = Arm("", "")
     engine.model_versions = {}
     engine.strategy = "random"
 

@@ -19,8 +19,8 @@ from tests.recommender import fakes
 
 pytestmark = pytest.mark.django_db
 
-# The fake engine and the token client, as fixtures of this module.
-engine, eager_tasks, client_for = fakes.engine, fakes.eager_tasks, fakes.client_for
+# The fake engine, as fixtures of this module (client_for is in tests/conftest.py).
+engine, eager_tasks = fakes.engine, fakes.eager_tasks
 
 URL = reverse("recommendation-list")
 

@@ -12,14 +12,15 @@ from kombu.exceptions import OperationalError as BrokerError
 from interactions.models import Interaction
 from recommender import impressions, services, tasks
 from recommender.models import RecommendationLog
+from recommender.serving import Arm
 from tests.accounts.factories import member
 from tests.recommender import fakes
 from tests.reliability.harness import RedisServer
 
 pytestmark = pytest.mark.django_db
 
-# The fake engine and the token client, as fixtures of this module.
-engine, eager_tasks, client_for = fakes.engine, fakes.eager_tasks, fakes.client_for
+# The fake engine, as fixtures of this module (client_for is in tests/conftest.py).
+engine, eager_tasks = fakes.engine, fakes.eager_tasks
 
 URL = reverse("recommendation-list")
 INTERACTIONS = reverse("interaction-list")
@@ -61,7 +62,7 @@ def test_one_impression_per_result_with_position_strategy_and_arm(
 def test_impressions_outside_an_experiment_have_an_empty_arm(
     engine, client_for, viewer
 ):
-    engine.arm = type(engine.arm)()
+    engine.arm = Arm("", "")
     body = client_for(viewer).get(URL, {"limit": 2}).json()
 
     assert {row.experiment for row in impressions_of(body["request_id"])} == {""}
@@ -172,7 +173,7 @@ def test_a_reused_client_request_id_keeps_the_first_showing_only(
     client = client_for(viewer)
     client.get(URL, {"limit": 3}, HTTP_X_REQUEST_ID="reused")
     engine.generation = "g2"
-    engine.arm = type(engine.arm)("ranking-v5-vs-v4", "control", {})
+    engine.arm = Arm("ranking-v5-vs-v4", "control", {})
     client.get(URL, {"limit": 3}, HTTP_X_REQUEST_ID="reused")
 
     rows = impressions_of("reused")
@@ -453,7 +454,7 @@ def test_the_latest_impression_of_the_pair_is_used(engine, client_for, viewer):
     client = client_for(viewer)
     client.get(URL, {"limit": 4})
     engine.generation = "g2"  # recomputed: a new answer, a new impression
-    engine.arm = type(engine.arm)("ranking-v5-vs-v4", "control", {})
+    engine.arm = Arm("ranking-v5-vs-v4", "control", {})
     latest = client.get(URL, {"limit": 4}).json()
     target = latest["results"][0]["user_id"]
     # Same clock tick on a fast machine: the newest row must still win.
@@ -492,7 +493,7 @@ def test_the_clients_request_id_picks_that_requests_impression(
         created_at=timezone.now() - dt.timedelta(minutes=5)
     )
     engine.generation = "g2"
-    engine.arm = type(engine.arm)("ranking-v5-vs-v4", "control", {})
+    engine.arm = Arm("ranking-v5-vs-v4", "control", {})
     client.get(URL, {"limit": 3}, HTTP_X_REQUEST_ID="newer")
 
     like(client, target, {"request_id": "older"})
