@@ -1,26 +1,12 @@
 """``manage.py seed_demo --users N --seed S``: synthetic demo members, interactions."""
 
-import argparse
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.demo import DemoSeedProgress, DemoSeedSummary, demo_seed
+from config.cli import non_negative_int, positive_int
 from config.progress import progress_line
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
-    return number
 
 
 class Command(BaseCommand):
@@ -31,10 +17,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--users", type=_positive_int, default=1_000)
+        parser.add_argument("--users", type=positive_int, default=1_000)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument(
-            "--interactions-per-user", type=_non_negative_int, default=20
+            "--interactions-per-user", type=non_negative_int, default=20
         )
         parser.add_argument(
             "--flush",

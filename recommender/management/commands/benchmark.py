@@ -7,36 +7,19 @@ manage.py benchmark --training --users 10000,100000  (needs PG)
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.cli import positive_int, positive_int_list
 from recommender.benchmarks.common import (
     load_average,
     machine_describe,
     now_iso,
     results_save,
 )
-
-
-def _int_list(value: str) -> list[int]:
-    try:
-        numbers = [int(x.replace("_", "")) for x in value.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"comma-separated integers: {value}") from exc
-    if not numbers or min(numbers) < 1:
-        raise argparse.ArgumentTypeError(f"positive integers expected: {value}")
-    return numbers
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
 
 
 class Command(BaseCommand):
@@ -51,9 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--endpoint", action="store_true")
         parser.add_argument("--training", action="store_true")
         parser.add_argument(
-            "--users", type=_int_list, default=[100_000], help="e.g. 100000,1000000"
+            "--users",
+            type=positive_int_list,
+            default=[100_000],
+            help="e.g. 100000,1000000",
         )
-        parser.add_argument("--repeat", type=_positive, default=3)
+        parser.add_argument("--repeat", type=positive_int, default=3)
         parser.add_argument(
             "--out",
             default=str(settings.BASE_DIR),
@@ -61,8 +47,8 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=42)
         search = parser.add_argument_group("search")
-        search.add_argument("--dim", type=_positive, default=64)
-        search.add_argument("--queries", type=_positive, default=500)
+        search.add_argument("--dim", type=positive_int, default=64)
+        search.add_argument("--queries", type=positive_int, default=500)
         search.add_argument("--no-pgvector", action="store_true")
         search.add_argument(
             "--random-vectors",
@@ -75,11 +61,11 @@ class Command(BaseCommand):
             help="Where generated vectors are cached between runs ('' = never).",
         )
         endpoint = parser.add_argument_group("endpoint")
-        endpoint.add_argument("--duration", type=_positive, default=20)
-        endpoint.add_argument("--connections", type=_int_list, default=[1, 4])
-        endpoint.add_argument("--tokens", type=_positive, default=20_000)
-        endpoint.add_argument("--limit", type=_positive, default=20)
-        endpoint.add_argument("--port", type=_positive, default=8766)
+        endpoint.add_argument("--duration", type=positive_int, default=20)
+        endpoint.add_argument("--connections", type=positive_int_list, default=[1, 4])
+        endpoint.add_argument("--tokens", type=positive_int, default=20_000)
+        endpoint.add_argument("--limit", type=positive_int, default=20)
+        endpoint.add_argument("--port", type=positive_int, default=8766)
         endpoint.add_argument("--no-naive", action="store_true")
         endpoint.add_argument(
             "--profile",
