@@ -20,7 +20,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # gunicorn loads this file by path; the project root makes ``config`` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from config.gunicorn_errors import install as install_json_errors  # noqa: E402
 from config.logging_setup import logging_config  # noqa: E402
+
+# gunicorn's own 400/414/431 answers in the API's JSON error shape, not HTML.
+install_json_errors()
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -31,6 +35,13 @@ keepalive = 5
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = 100
 preload_app = False
+# Peers allowed to say "this was https" (X-Forwarded-Proto) and set other forwarded
+# headers: nobody when clients connect directly (NUM_PROXIES=0, the default), else
+# the proxies' addresses (FORWARDED_ALLOW_IPS, comma-separated IPs or networks).
+_behind_proxies = int(os.environ.get("NUM_PROXIES", "") or 0) > 0
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or (
+    "127.0.0.1,::1" if _behind_proxies else ""
+)
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "") else None
 errorlog = "-"
 

@@ -86,3 +86,22 @@ class RequestContextMiddleware:
         finally:
             structlog.contextvars.reset_contextvars(**context_tokens)
             current_request.reset(request_token)
+
+
+class PrivateApiResponsesMiddleware:
+    """Answers under ``/api/v1/`` belong to the member who asked (their profile,
+    token, matches, recommendations): ``Cache-Control: private, no-store`` unless the
+    view said otherwise, so no shared proxy or browser cache keeps them."""
+
+    PREFIX = "/api/v1/"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.path.startswith(self.PREFIX) and not response.has_header(
+            "Cache-Control"
+        ):
+            response["Cache-Control"] = "private, no-store"
+        return response

@@ -63,6 +63,8 @@ MIDDLEWARE = [
     # First: request id, timing, the request log line and latency metrics for
     # every response.
     "config.middleware.RequestContextMiddleware",
+    # Member data under /api/v1/ is never kept by shared caches.
+    "config.middleware.PrivateApiResponsesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -225,6 +227,10 @@ STORAGES = {
 }
 
 # --- REST framework and OpenAPI -------------------------------------------------
+# How many reverse proxies (each appending to X-Forwarded-For and setting
+# X-Forwarded-Proto) stand between clients and gunicorn. 0: clients connect
+# directly, and no forwarded header is believed.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -237,6 +243,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["config.faults.SafeJSONParser"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "config.openapi.KindredAutoSchema",
+    # Throttles key on the client address: REMOTE_ADDR, or the address the last of
+    # NUM_PROXIES trusted proxies appended to X-Forwarded-For. Never the whole
+    # client-sent header, which a client can vary to escape every rate limit.
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
         "signup": env("THROTTLE_SIGNUP", default="20/hour"),
         "token": env("THROTTLE_TOKEN", default="30/minute"),
@@ -276,7 +286,9 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 # Probes (container healthcheck, load balancer, Prometheus) speak plain http
 # inside the network: never redirect them to https.
 SECURE_REDIRECT_EXEMPT = [r"^health(/|$)", r"^metrics$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto says "https" only when our proxy set it; a client talking to
+# gunicorn directly could claim it and dodge the https redirect and secure cookies.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if NUM_PROXIES else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
