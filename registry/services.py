@@ -321,6 +321,16 @@ def index_register(
     return index
 
 
+def _check_reason(reason: str) -> None:
+    """PostgreSQL text cannot hold NUL, nor UTF-8 an unpaired surrogate: refuse them
+    as input (the caller's transaction, the whole change, is rolled back)."""
+    if "\x00" in reason or any("\ud800" <= char <= "\udfff" for char in reason):
+        raise ApplicationError(
+            "The reason must not contain NUL characters or unpaired surrogates.",
+            field="reason",
+        )
+
+
 def _check_kind(kind: str) -> None:
     if kind not in ModelKind.values:
         raise ApplicationError(
@@ -415,6 +425,7 @@ def _log_activation(
     reason: str,
     traffic_percent: int | None = None,
 ) -> ModelActivation:
+    _check_reason(reason)
     activation = ModelActivation.objects.create(
         kind=kind,
         action=action,

@@ -408,3 +408,40 @@ def test_activation_log_is_listed_and_append_only(admin_client):
     activation.refresh_from_db()
     assert activation.reason == "second"
     assert ModelActivation.objects.count() == 2
+
+
+@pytest.mark.parametrize("reason", ["before\x00after", "\x00"])
+def test_a_nul_byte_in_the_dashboard_promote_reason_is_reported_not_a_500(
+    admin_client, reason
+):
+    v1, v2 = versions(count=2)
+    model_activate(model=v1, actor=None)
+
+    response = admin_client.post(
+        reverse("admin:registry_mlmodel_dashboard_promote", args=[v2.pk]),
+        {"reason": reason},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert any("NUL" in message for message in messages_of(response))
+    assert active_versions() == [v1.version]
+    assert ModelActivation.objects.count() == 1
+
+
+def test_a_nul_byte_in_the_dashboard_rollback_reason_is_reported_not_a_500(
+    admin_client,
+):
+    v1, v2 = versions(count=2)
+    model_activate(model=v1, actor=None)
+    model_activate(model=v2, actor=None)
+
+    response = admin_client.post(
+        reverse("admin:registry_mlmodel_dashboard_rollback", args=[v2.kind]),
+        {"reason": "oops\x00"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert any("NUL" in message for message in messages_of(response))
+    assert active_versions() == [v2.version]
