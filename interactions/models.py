@@ -39,6 +39,12 @@ class Interaction(models.Model):
             models.CheckConstraint(
                 condition=~Q(actor=F("target")), name="interaction_not_self"
             ),
+            # Code that bypasses the service (bulk updates, imports, SQL) must not
+            # store a kind that filters, matches and training would misread.
+            models.CheckConstraint(
+                condition=Q(kind__in=InteractionKind.values),
+                name="interaction_kind_valid",
+            ),
         ]
         indexes = [
             models.Index(fields=["actor", "created_at"], name="interaction_actor_time"),
@@ -81,6 +87,10 @@ class Match(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(user_low__lt=F("user_high")), name="match_ordered_pair"
+            ),
+            models.CheckConstraint(
+                condition=Q(end_reason__in=["", *MatchEndReason.values]),
+                name="match_end_reason_valid",
             ),
         ]
         indexes = [
