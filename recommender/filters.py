@@ -10,11 +10,11 @@ A candidate is allowed for a viewer only if all of these hold:
   in the other's range, and, when both have coordinates, their distance is within
   each one's ``max_distance_km`` (a member without a limit accepts any distance).
 
-Two implementations of the same rules: :func:`population_mask`, vectorised over the
-members held in memory (prunes every candidate source), and :func:`pair_allowed`,
-on fresh database rows (:func:`shortlist_check`, the final word on what is shown, and
-the random fallback). Both count age in whole years on today's date, like
-``Profile.age``.
+Two implementations of the same rules: ``recommender.ml.filters.population_mask``,
+vectorised over the members held in memory (prunes every candidate source, in
+serving, training and evaluation alike), and :func:`pair_allowed`, on fresh database
+rows (:func:`shortlist_check`, the final word on what is shown, and the random
+fallback). Both count age in whole years on today's date, like ``Profile.age``.
 """
 
 from __future__ import annotations
@@ -35,80 +35,10 @@ from recommender.ml.data import (
     KIND_CODES,
     InteractionArrays,
     MemberArrays,
-    sorted_positions,
 )
-from recommender.ml.features import EARTH_RADIUS_KM, haversine_km
-
-_EPOCH = np.datetime64("1970-01-01", "D")
-_BLOCK = "block"
-
-
-# --- in memory ---------------------------------------------------------------------
-
-
-@dataclass
-class FilterArrays:
-    """The filter columns of the members held in memory (``n`` rows aligned with a
-    ``MemberArrays``): ``user_id`` int64 [n]; ``eligible`` bool [n] (visible profile
-    of an active user); ``gender`` uint8 [n]; ``seeking_mask`` uint8 [n];
-    ``min_age``, ``max_age`` int16 [n]; ``birth_year`` int32 [n] and ``birth_md``
-    int32 [n] (month * 100 + day), for whole-year ages on any date; ``xyz`` float64
-    [n, 3] unit vectors of the locations (nan rows = unknown); ``max_distance_km``
-    float64 [n] (inf = any)."""
-
-    user_id: np.ndarray
-    eligible: np.ndarray
-    gender: np.ndarray
-    seeking_mask: np.ndarray
-    min_age: np.ndarray
-    max_age: np.ndarray
-    birth_year: np.ndarray
-    birth_md: np.ndarray
-    xyz: np.ndarray
-    max_distance_km: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return int(self.user_id.shape[0])
-
-    def ages_on(self, today: dt.date) -> np.ndarray:
-        """int32 [n] whole years of age on ``today``."""
-        before_birthday = (today.month * 100 + today.day) < self.birth_md
-        return (today.year - self.birth_year - before_birthday).astype(np.int32)
-
-
-def filter_arrays_build(
-    members: MemberArrays, *, inactive_user_ids: np.ndarray
-) -> FilterArrays:
-    """The filter columns of ``members``; ``inactive_user_ids`` (int64) are users
-    whose account is deactivated (never shown)."""
-    birth = _EPOCH + members.birth_day.astype("timedelta64[D]")
-    years = birth.astype("datetime64[Y]")
-    months = birth.astype("datetime64[M]")
-    birth_year = years.astype(np.int64) + 1970
-    month = (months - years.astype("datetime64[M]")).astype(np.int64) + 1
-    day = (birth - months.astype("datetime64[D]")).astype(np.int64) + 1
-    active = ~np.isin(members.user_id, inactive_user_ids)
-    return FilterArrays(
-        user_id=members.user_id,
-        eligible=members.is_visible & active,
-        gender=members.gender.astype(np.uint8),
-        seeking_mask=members.seeking_mask.astype(np.uint8),
-        min_age=members.min_age.astype(np.int16),
-        max_age=members.max_age.astype(np.int16),
-        birth_year=birth_year.astype(np.int32),
-        birth_md=(month * 100 + day).astype(np.int32),
-        xyz=_unit_xyz(members.lat, members.lon),
-        max_distance_km=members.max_distance_km.astype(np.float64),
-    )
-
-
-def _unit_xyz(lat, lon) -> np.ndarray:
-    lat = np.radians(np.asarray(lat, dtype=np.float64))
-    lon = np.radians(np.asarray(lon, dtype=np.float64))
-    return np.stack(
-        [np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1
-    )
+from recommender.ml.features import haversine_km
+from recommender.ml.filters import excluded_ids
+from recommender.ml.recommend import ViewerState
 
 
 def viewer_history_load(*, user_id: int) -> InteractionArrays:
@@ -128,49 +58,6 @@ def viewer_history_load(*, user_id: int) -> InteractionArrays:
             (r[3].timestamp() for r in rows), dtype=np.float64, count=len(rows)
         ),
     )
-
-
-def excluded_ids(*, user_id: int, history: InteractionArrays) -> np.ndarray:
-    """int64 sorted unique: the viewer, everyone they interacted with (any kind)
-    and everyone who blocked them."""
-    given = history.target[history.actor == user_id]
-    blocked_by = history.actor[
-        (history.target == user_id) & (history.kind == KIND_CODES[_BLOCK])
-    ]
-    return np.unique(np.concatenate([[user_id], given, blocked_by]).astype(np.int64))
-
-
-def population_mask(
-    arrays: FilterArrays, viewer: Viewer, *, today: dt.date
-) -> np.ndarray:
-    """bool [n]: the in-memory members allowed for ``viewer`` by every rule (on the
-    members' data as loaded; :func:`shortlist_check` re-checks fresh rows)."""
-    v = viewer.members
-    ages = arrays.ages_on(today)
-    viewer_age = age_on(_date_of(int(v.birth_day[0])), today)
-    one = np.uint8(1)
-    mask = arrays.eligible.copy()
-    mask &= ((np.uint8(v.seeking_mask[0]) >> arrays.gender) & one).astype(bool)
-    mask &= ((arrays.seeking_mask >> np.uint8(v.gender[0])) & one).astype(bool)
-    mask &= (ages >= int(v.min_age[0])) & (ages <= int(v.max_age[0]))
-    mask &= (arrays.min_age <= viewer_age) & (arrays.max_age >= viewer_age)
-    viewer_xyz = _unit_xyz(v.lat[:1], v.lon[:1])[0]
-    if np.all(np.isfinite(viewer_xyz)):
-        viewer_limit = float(v.max_distance_km[0])
-        limit = np.minimum(arrays.max_distance_km, viewer_limit)
-        limited = np.isfinite(limit) & np.isfinite(arrays.xyz[:, 0])
-        if limited.any():
-            rows = np.flatnonzero(limited & mask)
-            cosine = np.clip(arrays.xyz[rows] @ viewer_xyz, -1.0, 1.0)
-            distance = EARTH_RADIUS_KM * np.arccos(cosine)
-            mask[rows[distance > limit[rows]]] = False
-    excluded = sorted_positions(arrays.user_id, viewer.excluded)
-    mask[excluded[excluded >= 0]] = False
-    return mask
-
-
-def _date_of(day: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=day)
 
 
 # --- fresh rows --------------------------------------------------------------------
@@ -319,19 +206,13 @@ def member_facts_load(*, user_ids, with_times: bool = False) -> dict[int, Member
 
 
 @dataclass
-class Viewer:
-    """The member asking, read fresh from the database for each computation.
+class Viewer(ViewerState):
+    """The member asking, read fresh from the database for each computation: the
+    pipeline's ``ViewerState`` (one-row ``members``, every interaction they gave or
+    received as ``history``, the ``excluded`` ids) plus ``facts``, their profile
+    and preferences row."""
 
-    ``facts`` is their profile and preferences row; ``members`` the same as a
-    one-row ``MemberArrays``; ``history`` every interaction they gave or received;
-    ``excluded`` int64 sorted unique user ids never to show (everyone they
-    interacted with, everyone who blocked them, themself)."""
-
-    user_id: int
     facts: MemberFacts
-    members: MemberArrays
-    history: InteractionArrays
-    excluded: np.ndarray
 
     @property
     def has_history(self) -> bool:
@@ -480,11 +361,3 @@ def random_allowed(
     chosen = list(found.values())
     rng.shuffle(chosen)
     return chosen[:limit]
-
-
-def liked_viewer_keys(*, user_id: int, history: InteractionArrays) -> np.ndarray:
-    """int64 sorted ``actor * 2**32 + target`` keys of the likes the viewer
-    received (the ``candidate_liked_viewer`` feature of the viewer's pairs)."""
-    liked = (history.target == user_id) & history.is_positive
-    keys = history.actor[liked] * (np.int64(1) << np.int64(32)) + np.int64(user_id)
-    return np.unique(keys.astype(np.int64))

@@ -3,10 +3,9 @@
 **The bundle.** Each process lazily loads, on its first recommendation, a
 :class:`Bundle`: the registry's serving versions (active and challenger embedding and
 ranking models, the newest FAISS index of each embedding version), every member in
-memory (:class:`~recommender.candidates.Population`: ``build_feature_store`` over the
-members and interactions loaded by ``recommender/data.py`` — the same code as
-training, fresher than the nightly ``UserFeatures`` rows and with the like pairs the
-``candidate_liked_viewer`` feature needs, which those rows do not store), and each
+memory (:class:`~recommender.ml.candidates.Population`: ``build_feature_store`` and
+the like graphs over the members and interactions loaded by ``recommender/data.py`` —
+the same code as training, fresher than the nightly ``UserFeatures`` rows), and each
 embedding version aligned with those members. Nothing happens at import time.
 
 **Hot reload.** :func:`serving_generation` re-reads the registry generation (id of
@@ -21,14 +20,15 @@ file, incompatible model) keeps the whole previous bundle, flags health degraded
 is retried when the generation moves again or after a minute.
 
 **A request** (:func:`recommendations_compute`): the viewer's profile, preferences and
-interactions are read fresh (2 queries); vectorised masks over the population apply
-every hard filter (``recommender/filters.py``); the candidate sources run over the
-mask (``recommender/candidates.py``); the arm's ranking model scores both directions
-of each pair with ``pair_features`` (score = p(viewer likes candidate) x p(candidate
-likes viewer)); a freshness boost applies; ONE query re-checks the best candidates
-against the database (profiles and preferences may have changed since the load);
-maximal marginal relevance over the appeal vectors spreads the final list; each
-result gets a short reason.
+interactions are read fresh (2 queries); then ``recommender.ml.recommend.pipeline_run``
+— the one pipeline, which the offline evaluation measures as is: the hard filters
+over the population, the candidate sources (liked-you, graph neighbours, FAISS,
+content, popular, explore), the arm's ranking model on both directions of each pair
+(score = p(viewer likes c) x p(c likes viewer) ** the model's reciprocal weight) and
+a freshness boost; ONE query re-checks the best candidates against the database
+(profiles and preferences may have changed since the load); maximal marginal
+relevance over the appeal vectors spreads the final list; each result gets a short
+reason.
 
 **Degradation**, in :data:`STRATEGIES` order: ``full`` → ``unranked`` (no ranking model
 for the arm, or it raised: candidate scores) → ``content_popularity`` (no embedding
@@ -45,7 +45,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -55,38 +55,33 @@ from django.utils import timezone
 from config.api import ApplicationError
 from recommender import data as db
 from recommender import metrics
-from recommender.candidates import (
-    COLLABORATIVE,
-    CONTENT,
-    EXPLORE,
-    POPULAR,
-    Candidates,
-    Embedding,
-    Population,
-    candidates_generate,
-    embedding_align,
-    population_build,
-    viewer_vectors,
-)
 from recommender.filters import (
     MemberFacts,
     Viewer,
-    liked_viewer_keys,
-    population_mask,
     random_allowed,
     shortlist_check,
     viewer_load,
 )
-from recommender.ml.data import SECONDS_PER_DAY
-from recommender.ml.features import (
-    FEATURE_VERSION,
-    PRIOR_STRENGTH,
-    RECENT_DAYS,
-    FeatureStore,
-    build_feature_store,
-    pair_features,
+from recommender.ml.candidates import (
+    COLLABORATIVE,
+    CONTENT,
+    EXPLORE,
+    LIKED_YOU,
+    NEIGHBOURS,
+    POPULAR,
+    Candidates,
+    Embedding,
+    Population,
+    embedding_align,
+    population_build,
 )
-from recommender.ml.ranking import predict_scores
+from recommender.ml.features import FEATURE_VERSION
+from recommender.ml.recommend import (
+    PipelineResult,
+    diversify,
+    pipeline_run,
+    shortlist_size,
+)
 from registry.artifacts import index_artifact_load, model_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import registry_generation
@@ -96,12 +91,6 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("full", "unranked", "content_popularity", "random")
 STAGES = ("filters", "candidates", "ranking", "postprocess")
 
-SHORTLIST_FACTOR = 1.5  # candidates re-checked against the database per result
-DIVERSITY_LAMBDA = 0.8  # MMR: relevance weight (1 - it: similarity penalty)
-NEW_MEMBER_DAYS = 14.0
-NEW_MEMBER_BOOST = 0.10
-RECENTLY_ACTIVE_DAYS = 1.0
-RECENTLY_ACTIVE_BOOST = 0.05
 RETRY_SECONDS = 60.0
 DEFAULT_STORE_REFRESH_SECONDS = 600.0
 
@@ -762,71 +751,42 @@ def _viewer_load(user_id: int) -> Viewer:
     return viewer
 
 
-def viewer_store_build(viewer: Viewer, population: Population) -> FeatureStore:
-    """The viewer's one-row feature store as of now, from their fresh profile and
-    interactions; the behaviour columns use the population's like-rate prior, as
-    ``build_feature_store`` would over everyone (it keeps only interactions between
-    members it holds, so it cannot count the viewer's alone)."""
-    now_ts = time.time()
-    store = build_feature_store(
-        viewer.members,
-        viewer.history,
-        now_ts=now_ts,
-        vocabulary=population.store.vocabulary,
-    )
-    history = viewer.history.before(now_ts)
-    uid = viewer.user_id
-    given, received = history.actor == uid, history.target == uid
-    positive = history.is_positive
-    prior = population.store.prior_like_rate
-
-    def smoothed(likes, total):
-        return np.float32((likes + PRIOR_STRENGTH * prior) / (total + PRIOR_STRENGTH))
-
-    store.n_given[0], store.n_received[0] = given.sum(), received.sum()
-    store.like_rate_given[0] = smoothed((given & positive).sum(), given.sum())
-    store.like_rate_received[0] = smoothed((received & positive).sum(), received.sum())
-    recent = (
-        received & positive & (history.ts >= now_ts - RECENT_DAYS * SECONDS_PER_DAY)
-    )
-    store.likes_received_recent[0] = recent.sum()
-    last_seen = float(viewer.members.created_ts[0])
-    if given.any():
-        last_seen = max(last_seen, float(history.ts[given].max()))
-    last_active = float(viewer.members.last_active_ts[0])
-    if last_active <= now_ts:  # nan (never) compares false
-        last_seen = max(last_seen, last_active)
-    store.recency_days[0] = max((now_ts - last_seen) / SECONDS_PER_DAY, 0.0)
-    store.liked_keys = liked_viewer_keys(user_id=uid, history=history)
-    return store
+def _rng() -> np.random.Generator:
+    """The exploration source's randomness (a fresh, unseeded generator per
+    request; tests seed it to compare serving with the offline evaluation)."""
+    return np.random.default_rng()
 
 
 def _compute(bundle, arm, viewer, limit, today, clock):
+    """The pipeline (``recommender.ml.recommend.pipeline_run``, the same function
+    the offline evaluation measures) with the arm's models, then the database
+    re-check of the shortlist and the diversity step."""
     population = bundle.population
-    mask = population_mask(population.filters, viewer, today=today)
-    viewer_store = viewer_store_build(viewer, population)
-    clock.lap("filters")
-
     embedding = bundle.embeddings.get(arm.model_ids.get(ModelKind.EMBEDDING, -1))
     if embedding is not None and embedding.index is None:
         embedding = None  # no index: content and popularity only
     ranking = bundle.rankings.get(arm.model_ids.get(ModelKind.RANKING, -1))
-    taste = appeal = None
-    learned = False
-    if embedding is not None:
-        taste, appeal, learned = viewer_vectors(embedding, viewer_store)
-    candidates = candidates_generate(
-        population,
-        mask,
-        viewer_store,
-        embedding=embedding,
-        viewer_taste=taste,
-        viewer_appeal=appeal,
-        learned_taste=learned,
-        rng=np.random.default_rng(),
-    )
-    clock.lap("candidates")
+    if embedding is None:
+        ranking = None  # the ranking model's features include the embeddings
 
+    def ranking_failed(error: Exception) -> None:
+        logger.error(
+            "ranking model %s failed; unranked",
+            ranking.model_id,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+    result = pipeline_run(
+        population,
+        viewer,
+        embedding=embedding,
+        model=ranking.model if ranking is not None else None,
+        today=today,
+        now_ts=time.time(),
+        rng=_rng(),
+        on_ranking_error=ranking_failed,
+        lap=clock.lap,
+    )
     versions, model_ids = {}, {}
     if embedding is not None:
         strategy = "unranked"
@@ -834,75 +794,30 @@ def _compute(bundle, arm, viewer, limit, today, clock):
         model_ids = {"embedding": embedding.model_id}
     else:
         strategy = "content_popularity"
-    scores = candidates.score.astype(np.float64)
-    if embedding is not None and ranking is not None:
-        try:
-            if candidates.k:
-                scores = _rank(
-                    population,
-                    embedding,
-                    ranking,
-                    viewer_store,
-                    taste,
-                    appeal,
-                    candidates,
-                )
-            strategy = "full"
-            versions["ranking"] = ranking.version
-            model_ids["ranking"] = ranking.model_id
-        except Exception:  # noqa: BLE001 - candidate scores still rank sensibly
-            logger.exception("ranking model %s failed; unranked", ranking.model_id)
-    clock.lap("ranking")
-
-    results = _postprocess(
-        population, embedding, viewer, candidates, scores, limit, today
-    )
+    if result.ranked:
+        strategy = "full"
+        versions["ranking"] = ranking.version
+        model_ids["ranking"] = ranking.model_id
+    results = _postprocess(population, embedding, viewer, result, limit, today)
     clock.lap("postprocess")
     return results, strategy, versions, model_ids
 
 
-def _store_concat(first: FeatureStore, rest: FeatureStore) -> FeatureStore:
-    values = {}
-    for f in fields(first):
-        a, b = getattr(first, f.name), getattr(rest, f.name)
-        per_member = isinstance(a, np.ndarray) and f.name != "liked_keys"
-        values[f.name] = np.concatenate([a, b]) if per_member else a
-    return FeatureStore(**values)
-
-
-def _rank(population, embedding, ranking, viewer_store, taste, appeal, candidates):
-    """Reciprocal scores float64 [k]: p(viewer likes c) x p(c likes viewer), both
-    from the arm's ranking model on ``pair_features`` (viewer = row 0)."""
-    k = candidates.k
-    store = _store_concat(viewer_store, population.store.take(candidates.positions))
-    tastes = np.vstack([taste[None, :], embedding.taste[candidates.positions]])
-    appeals = np.vstack([appeal[None, :], embedding.appeal[candidates.positions]])
-    viewer = np.zeros(k, dtype=np.int64)
-    others = np.arange(1, k + 1, dtype=np.int64)
-    X = pair_features(
-        store,
-        np.concatenate([viewer, others]),
-        np.concatenate([others, viewer]),
-        taste=tastes,
-        appeal=appeals,
-    )
-    p = predict_scores(ranking.model, X)
-    if not np.all(np.isfinite(p)):
-        raise ValueError("ranking model returned non-finite scores")
-    return p[:k] * p[k:]
-
-
-def _postprocess(population, embedding, viewer, candidates, scores, limit, today):
+def _postprocess(
+    population: Population,
+    embedding: Embedding | None,
+    viewer: Viewer,
+    result: PipelineResult,
+    limit: int,
+    today: dt.date,
+) -> list[Recommendation]:
     store = population.store
+    candidates = result.candidates
     rows = candidates.positions
-    new = store.account_age_days[rows] < NEW_MEMBER_DAYS
-    active = store.recency_days[rows] < RECENTLY_ACTIVE_DAYS
-    boosted = scores * (1 + NEW_MEMBER_BOOST * new + RECENTLY_ACTIVE_BOOST * active)
-    order = np.argsort(-boosted, kind="stable")
-
+    order = result.order
     # Re-check the best against the database; a second batch only if the first
     # lost too many (the store is minutes old, so this is rare).
-    size = int(SHORTLIST_FACTOR * limit) + 10
+    size = shortlist_size(limit)
     chosen: list[int] = []
     facts: dict[int, MemberFacts] = {}
     for start in (0, size):
@@ -924,53 +839,27 @@ def _postprocess(population, embedding, viewer, candidates, scores, limit, today
             break
     if not chosen:
         return []
-    viewer_facts = viewer.facts
-    chosen_arr = np.asarray(chosen, dtype=np.int64)
-    picked = _diversify(chosen_arr, boosted, rows, embedding, store, limit)
+    picked = diversify(
+        np.asarray(chosen, dtype=np.int64),
+        result.scores,
+        rows,
+        appeal=embedding.appeal if embedding is not None else None,
+        store=store,
+        limit=limit,
+    )
     return [
         _recommendation(
             facts[int(store.user_id[rows[i]])],
-            viewer_facts,
+            viewer.facts,
             candidates,
             int(i),
-            float(boosted[i]),
+            float(result.scores[i]),
             rank,
-            bool(new[i]),
+            bool(result.new[i]),
             today,
         )
         for rank, i in enumerate(picked, start=1)
     ]
-
-
-def _diversify(chosen, relevance, rows, embedding, store, limit) -> list[int]:
-    """Maximal marginal relevance: greedily the candidate maximising
-    λ·relevance − (1−λ)·max similarity to those already picked; similarity is the
-    cosine of appeal vectors (who likes them), or interest Jaccard without an
-    embedding."""
-    if chosen.size <= 1:
-        return chosen.tolist()[:limit]
-    rel = relevance[chosen]
-    top = rel.max()
-    rel = rel / top if top > 0 else rel
-    if embedding is not None:
-        vectors = embedding.appeal[rows[chosen]]
-        similarity = vectors @ vectors.T
-    else:
-        bits = store.interest_bits[rows[chosen]]
-        overlap = np.bitwise_count(bits[:, None, :] & bits[None, :, :]).sum(axis=2)
-        union = np.bitwise_count(bits[:, None, :] | bits[None, :, :]).sum(axis=2)
-        similarity = overlap / np.maximum(union, 1)
-    nearest = np.zeros(chosen.size)
-    taken = np.zeros(chosen.size, dtype=bool)
-    picked = []
-    for _ in range(min(limit, chosen.size)):
-        value = DIVERSITY_LAMBDA * rel - (1 - DIVERSITY_LAMBDA) * nearest
-        value[taken] = -np.inf
-        j = int(np.argmax(value))
-        picked.append(int(chosen[j]))
-        taken[j] = True
-        nearest = np.maximum(nearest, similarity[:, j])
-    return picked
 
 
 def _recommendation(
@@ -1000,9 +889,11 @@ def _recommendation(
 def _reason(tags, viewer, candidate, interests, new) -> str:
     mine = {_norm(x) for x in viewer.interests or []}
     shared = [x for x in interests if _norm(x) in mine]
+    if tags & LIKED_YOU:
+        return "a likely match"
     if tags & CONTENT and len(shared) >= 2:
         return f"likes {shared[0]} and {shared[1]} like you"
-    if tags & COLLABORATIVE:
+    if tags & (COLLABORATIVE | NEIGHBOURS):
         return "people with your taste liked them"
     if new:
         return "new here"

@@ -1,51 +1,43 @@
-"""Offline comparison of recommendation strategies on a time split.
+"""Offline comparison of the served pipeline with baselines and textbook peers.
 
 Protocol (what ``manage.py evaluate`` and the nightly evaluate stage report):
 
 1. **Time split** — :func:`recommender.ml.pipeline.time_split`: the last
    ``holdout_fraction`` of the interactions (by time) are the *test period*, from
-   ``t_holdout`` on. Everything a strategy uses — features, embeddings, popularity
-   counts, the ranking model (trained on ``[t_label, t_holdout)`` labels with
-   features from before ``t_label``) — comes from interactions before
-   ``t_holdout``. Nothing is ever fitted on the test period.
-2. **Strategies** (:data:`STRATEGIES`), each a score for a (viewer, candidate) pair:
-
-   * ``random`` — seeded uniform scores;
-   * ``popularity`` — likes the candidate received before the cut;
-   * ``content`` — interest Jaccard of the two profiles (the content candidate
-     source's score);
-   * ``collaborative`` — embedding affinity ``taste[viewer] · appeal[candidate]``
-     (what the FAISS source searches; exact here);
-   * ``pipeline`` — the two stages: the union of the candidate sources
-     (collaborative 200, content 150, popular 60 by likes of the last 14 days,
-     explore 20, as serving's ``recommender/candidates.py``) ranked by the ranking
-     model's P(viewer likes candidate); members outside the candidates rank last;
-   * ``pipeline_reciprocal`` — the same candidates ranked by P(v likes c) ×
-     P(c likes v), serving's reciprocal score;
-   * ``pipeline_prior`` (experimental, not served) — the same candidates ranked
-     by P(v likes c) × log(2 + likes c received before the cut): the ranking
-     model predicts a like *given* the pair is rated; the prior adds how likely
-     the candidate is to be rated at all.
-
-   Serving's post-processing (freshness boost, diversity) is not applied.
-3. **Metrics**, ``k`` = 10:
-
-   * ``auc`` — like vs dislike over every held-out labelled pair (for the
-     pipelines: their stage-2 score; the candidate cut does not apply);
-   * protocol ``everyone`` — for each sampled test viewer with a held-out like,
-     every member the strategy may recommend is ranked: all members passing the
-     hard filters as of the cut (visible, both sides' gender and age
-     preferences, distance when both have coordinates and a limit, never
-     oneself, nobody the viewer rated before the cut, nobody who blocked them).
-     Relevant = held-out likes / super-likes of the viewer; every other member
-     counts as not relevant (unlabelled is not known to be a dislike: this
-     under-states every strategy equally). ``precision@k``, ``recall@k``,
-     ``ndcg@k`` (ties count at their expected value, see ``metrics``) and
-     ``mutual@k``: the share of the top-k recommended pairs that became a mutual
-     like in the test period;
-   * protocol ``labelled`` — the same metrics ranking only the pairs the viewer
-     actually rated in the test period (in Speed Dating: the partners they met),
-     scored by each strategy's score (no candidate cut).
+   ``t_holdout`` on. Everything a strategy uses is fitted on interactions before
+   ``t_holdout``; hyperparameters are chosen on a *validation slice of the training
+   period* (fitted before ``t_label``, scored on ``[t_label, t_holdout)``), never
+   on the test period.
+2. **The served pipeline** (``kindred``) is not re-implemented here: each test
+   viewer's state at the cut (:class:`~recommender.ml.pipeline.CutState`) goes
+   through ``recommender.ml.recommend.pipeline_run`` and ``final_ranking`` — the
+   hard filters, candidate sources, ranking model, reciprocal scoring, freshness
+   boost and diversity that serving runs per request, with the ranking model
+   trained by the nightly recipe (``train_ranking_stage``). Only serving's
+   database re-check of the shortlist is absent (here the state is exactly the
+   population's).
+3. **Baselines and peers** (:data:`STRATEGIES`) rank the same eligible members:
+   random; popularity (likes received before the cut); "liked you, then
+   popularity"; content-only (interest Jaccard); collaborative-only (the
+   embedding affinity the FAISS source searches); and, from
+   ``recommender.ml.peers``, implicit-feedback ALS, EASE, item-kNN and user-kNN,
+   each also with reciprocal fusion (harmonic mean of both directions), every
+   peer with a popularity fallback for viewers without history.
+4. **Ranked among everyone**: for each sampled test viewer with a held-out like
+   that passes the filters, every member the filters allow at the cut is ranked.
+   Relevant = the viewer's held-out likes; everyone else counts as not relevant.
+   Metrics at ``k``: precision, recall, NDCG (ties at their expected value) and
+   mutual@k (share of top-k pairs that became a mutual like in the test period);
+   paired differences of the served pipeline to each other strategy come with a
+   95 % bootstrap interval over viewers.
+5. **Candidate recall**: the share of each viewer's reachable held-out likes that
+   each candidate source (and their union) retrieved, with the mean number of
+   candidates per source.
+6. **Exposure**: the Gini coefficient of top-k impressions over the eligible
+   members and the share going to the most shown 1 %, per strategy.
+7. **Like vs dislike**: AUC over the held-out rated pairs of the sampled viewers,
+   and the same metrics ranking only those pairs (in Speed Dating: the partners
+   met).
 
 Shapes: members and interactions are :class:`~recommender.ml.data.MemberArrays` /
 :class:`~recommender.ml.data.InteractionArrays`; scores are float64 [p].
@@ -59,47 +51,56 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recommender.ml.data import (
-    BLOCK,
-    InteractionArrays,
-    MemberArrays,
-    sorted_positions,
-)
-from recommender.ml.embeddings import EmbeddingModel
-from recommender.ml.features import FeatureStore, haversine_km, pair_features
+from recommender.ml import peers as peer_lib
+from recommender.ml.candidates import SOURCES, interest_jaccard
+from recommender.ml.data import InteractionArrays, MemberArrays, sorted_positions
 from recommender.ml.metrics import ranking_metrics, roc_auc
 from recommender.ml.pipeline import (
+    CutState,
     Split,
-    _store_and_embeddings,
+    cut_state,
     json_safe,
-    labelled_pairs,
+    model_scores,
     time_split,
     train_ranking_stage,
 )
-from recommender.ml.ranking import RankingModel, predict_scores
+from recommender.ml.ranking import RankingModel
+from recommender.ml.recommend import (
+    final_ranking,
+    pair_matrices,
+    pipeline_run,
+    viewer_context,
+)
 
+SERVED = "kindred"
+PEER_NAMES = ("als", "ease", "item_knn", "user_knn")
 STRATEGIES = (
     "random",
     "popularity",
+    "liked_you_then_popularity",
     "content",
     "collaborative",
-    "pipeline",
-    "pipeline_reciprocal",
-    "pipeline_prior",
+    *(name + suffix for name in PEER_NAMES for suffix in ("", "_reciprocal")),
+    SERVED,
 )
 STRATEGY_LABELS = {
     "random": "random",
     "popularity": "popularity",
+    "liked_you_then_popularity": "liked you, then popularity",
     "content": "content-only",
-    "collaborative": "collaborative-only",
-    "pipeline": "two-stage pipeline",
-    "pipeline_reciprocal": "pipeline + reciprocal",
-    "pipeline_prior": "pipeline × popularity (exp.)",
+    "collaborative": "collaborative-only (embeddings)",
+    "als": "ALS (implicit)",
+    "als_reciprocal": "ALS + reciprocal",
+    "ease": "EASE",
+    "ease_reciprocal": "EASE + reciprocal",
+    "item_knn": "item-kNN",
+    "item_knn_reciprocal": "item-kNN + reciprocal",
+    "user_knn": "user-kNN",
+    "user_knn_reciprocal": "user-kNN + reciprocal",
+    SERVED: "Kindred two-stage pipeline (served)",
 }
-PIPELINES = ("pipeline", "pipeline_reciprocal", "pipeline_prior")
 PROTOCOLS = ("everyone", "labelled")
-# Candidate source sizes, as recommender/candidates.py (COLLABORATIVE_WANT, …).
-CANDIDATE_SOURCES = {"collaborative": 200, "content": 150, "popular": 60, "explore": 20}
+VALIDATION_VIEWERS = 300
 _KEY_SHIFT = np.int64(1) << np.int64(32)
 
 
@@ -114,59 +115,19 @@ class EvaluationConfig:
     max_viewers: int = 1_000
     embedding_kwargs: dict = field(default_factory=dict)
     threads: int | None = None
+    peers: tuple[str, ...] = PEER_NAMES
 
 
 @dataclass
 class Fitted:
-    """What the strategies know at the cut: the ranking model, the feature store
-    and embeddings built from interactions before ``split.t_holdout``, and the
-    popularity counts (float64 [n], aligned with the store)."""
+    """What the strategies know at the cut: the split, the served ranking model,
+    the holdout :class:`CutState` and the fitted peers by strategy name."""
 
     split: Split
     model: RankingModel
-    store: FeatureStore
-    embeddings: EmbeddingModel
-    popularity: np.ndarray
-    latest_training_ts: float
-
-    def scores(
-        self, strategy: str, viewer_idx: np.ndarray, cand_idx: np.ndarray, seed: int
-    ) -> np.ndarray:
-        """float64 [p] stage-2 score of ``strategy`` for store rows (int64 [p])."""
-        if strategy == "random":
-            return np.random.default_rng(seed).random(viewer_idx.shape[0])
-        if strategy == "popularity":
-            return self.popularity[cand_idx]
-        if strategy == "content":
-            return _jaccard(self.store, viewer_idx, cand_idx)
-        if strategy == "collaborative":
-            return np.einsum(
-                "ij,ij->i",
-                self.embeddings.taste[viewer_idx],
-                self.embeddings.appeal[cand_idx],
-            ).astype(np.float64)
-        forward = self._model_scores(viewer_idx, cand_idx)
-        if strategy == "pipeline":
-            return forward
-        if strategy == "pipeline_reciprocal":
-            return forward * self._model_scores(cand_idx, viewer_idx)
-        if strategy == "pipeline_prior":
-            return forward * self.popularity_prior(cand_idx)
-        raise ValueError(f"unknown strategy {strategy!r}")
-
-    def popularity_prior(self, cand_idx: np.ndarray) -> np.ndarray:
-        """float64 [p] log(2 + likes received before the cut) of the candidates."""
-        return np.log(2.0 + self.popularity[cand_idx])
-
-    def _model_scores(self, viewer_idx: np.ndarray, cand_idx: np.ndarray) -> np.ndarray:
-        X = pair_features(
-            self.store,
-            viewer_idx,
-            cand_idx,
-            taste=self.embeddings.taste,
-            appeal=self.embeddings.appeal,
-        )
-        return predict_scores(self.model, X)
+    state: CutState
+    peers: dict[str, peer_lib.Peer]
+    tuning: dict
 
 
 @dataclass
@@ -178,11 +139,72 @@ class EvaluationResult:
     fitted: Fitted
 
 
-def _jaccard(store: FeatureStore, v: np.ndarray, c: np.ndarray) -> np.ndarray:
-    bits_v, bits_c = store.interest_bits[v], store.interest_bits[c]
-    overlap = np.bitwise_count(bits_v & bits_c).sum(axis=1, dtype=np.int64)
-    union = np.bitwise_count(bits_v | bits_c).sum(axis=1, dtype=np.int64)
-    return overlap / np.maximum(union, 1)
+def _like_graph(
+    state: CutState, history: InteractionArrays, *, every_kind: bool = False
+) -> peer_lib.LikeGraph:
+    """The positive interactions of ``history`` (with ``every_kind``: all of
+    them, the implicit feedback "rated at all") in the state's member rows."""
+    store = state.population.store
+    if not every_kind:
+        history = history.select(history.is_positive)
+    actor, target = store.index_of(history.actor), store.index_of(history.target)
+    known = (actor >= 0) & (target >= 0)
+    return peer_lib.LikeGraph(n=store.n, actor=actor[known], target=target[known])
+
+
+# Peers may learn from likes only or from every interaction (implicit feedback:
+# who rated whom at all); which is better is chosen on the validation slice.
+FEEDBACK = ("likes", "interactions")
+
+
+def _validation_cases(
+    members: MemberArrays, split: Split, config: EvaluationConfig
+) -> tuple[CutState, list[peer_lib.ValidationCase]]:
+    """The validation slice: the state at ``t_label`` and, for a seeded sample of
+    viewers who liked someone in ``[t_label, t_holdout)``, every member the filters
+    allowed them at ``t_label`` with those likes as relevant."""
+    state = cut_state(
+        members,
+        split.history_for_training,
+        split.t_label,
+        {"seed": config.seed, **config.embedding_kwargs},
+    )
+    labels = split.training_labels
+    cases = _cases(state, labels, VALIDATION_VIEWERS, config.seed)
+    return state, [
+        peer_lib.ValidationCase(viewer=v, candidates=allowed, relevant=y)
+        for v, allowed, y, _ in cases
+    ]
+
+
+def _cases(state: CutState, labels: InteractionArrays, limit: int, seed: int):
+    """(viewer row, allowed rows int64, relevant bool, user id) for a seeded
+    sample of ``limit`` viewers with a like in ``labels`` that the filters allow
+    at the state's cut."""
+    store = state.population.store
+    positive = labels.select(labels.is_positive)
+    viewers = np.unique(positive.actor)
+    viewers = viewers[store.index_of(viewers) >= 0]
+    rng = np.random.default_rng(seed)
+    if viewers.shape[0] > limit:
+        viewers = np.sort(rng.choice(viewers, size=limit, replace=False))
+    cases = []
+    for user_id in viewers.tolist():
+        viewer = state.viewer(user_id)
+        context = viewer_context(
+            state.population,
+            viewer,
+            embedding=None,
+            today=state.today,
+            now_ts=state.now_ts,
+        )
+        allowed = np.flatnonzero(context.mask)
+        liked = store.index_of(positive.target[positive.actor == user_id])
+        y = np.isin(allowed, liked)
+        if y.any():
+            row = int(store.index_of(np.array([user_id]))[0])
+            cases.append((row, allowed, y, user_id))
+    return cases
 
 
 def fit_at_cut(
@@ -198,7 +220,8 @@ def fit_at_cut(
     Without ``ranking_model`` one is trained with the nightly recipe
     (:func:`~recommender.ml.pipeline.train_ranking_stage`, same split fractions);
     with one (e.g. the version a nightly run just registered, trained on the same
-    data and split), it is used as is.
+    data and split), it is used as is. Peers are tuned on the validation slice
+    (module docstring), then refitted on everything before the cut.
     """
     report = progress or (lambda message: None)
     embedding_kwargs = {"seed": config.seed, **config.embedding_kwargs}
@@ -215,149 +238,65 @@ def fit_at_cut(
             progress=report,
             threads=config.threads,
         )
-        split, model = stage.split, stage.model
-        store, embeddings = stage.holdout_store, stage.holdout_embeddings
+        split, model, state = stage.split, stage.model, stage.holdout
     else:
         split = time_split(
             interactions,
             holdout_fraction=config.holdout_fraction,
             label_fraction=config.label_fraction,
         )
-        report("holdout features")
-        store, embeddings = _store_and_embeddings(
-            members,
-            split.history_for_holdout,
-            split.t_holdout,
-            embedding_kwargs,
-            vocabulary=None,
+        report("holdout state")
+        state = cut_state(
+            members, split.history_for_holdout, split.t_holdout, embedding_kwargs
         )
         model = ranking_model
-    history = split.history_for_holdout
-    targets = store.index_of(history.target[history.is_positive])
-    popularity = np.bincount(targets[targets >= 0], minlength=store.n).astype(
-        np.float64
-    )
-    latest = float(history.ts.max()) if history.m else float("-inf")
-    return Fitted(
-        split=split,
-        model=model,
-        store=store,
-        embeddings=embeddings,
-        popularity=popularity,
-        latest_training_ts=latest,
-    )
 
-
-def strategies_evaluate(
-    members: MemberArrays,
-    interactions: InteractionArrays,
-    *,
-    config: EvaluationConfig | None = None,
-    ranking_model: RankingModel | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> EvaluationResult:
-    """Fit at the cut (:func:`fit_at_cut`) and evaluate every strategy (module
-    docstring). ``report``: ``{"k", "protocol", "split", "counts",
-    "strategies": {name: {"auc", "everyone": {...}, "labelled": {...}}},
-    "timings"}`` with metrics ``precision@k``, ``recall@k``, ``ndcg@k``,
-    ``mutual@k`` and ``viewers`` per protocol. Raises ValueError when the data
-    cannot be split or has no held-out like."""
-    config = config or EvaluationConfig()
-    say = progress or (lambda message: None)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    fitted = fit_at_cut(
-        members, interactions, config=config, ranking_model=ranking_model, progress=say
-    )
-    timings["fit"] = round(time.perf_counter() - clock, 3)
-    split, store, k = fitted.split, fitted.store, config.k
-
-    test = split.holdout_labels
-    viewer_ids, cand_ids, y = labelled_pairs(test)
-    v_idx, c_idx = store.index_of(viewer_ids), store.index_of(cand_ids)
-    known = (v_idx >= 0) & (c_idx >= 0)
-    v_idx, c_idx, y = v_idx[known], c_idx[known], y[known]
-    if not np.any(y == 1):
-        raise ValueError("the test period has no like to predict")
-    mutual = _MutualPairs(interactions, split.t_holdout)
-
-    say("labelled pairs")
-    clock = time.perf_counter()
-    strategies: dict[str, dict] = {}
-    for offset, name in enumerate(STRATEGIES):
-        scores = fitted.scores(name, v_idx, c_idx, seed=config.seed + offset)
-        labelled = ranking_metrics(v_idx, y, scores, k=k)
-        labelled[f"mutual@{k}"] = _mutual_share(
-            v_idx, c_idx, scores, k, store, mutual, config.seed
-        )
-        strategies[name] = {"auc": roc_auc(y, scores), "labelled": labelled}
-    timings["labelled"] = round(time.perf_counter() - clock, 3)
-
-    say("ranking among everyone")
-    clock = time.perf_counter()
-    viewers = np.unique(v_idx[y == 1])
-    rng = np.random.default_rng(config.seed)
-    if viewers.shape[0] > config.max_viewers:
-        viewers = np.sort(rng.choice(viewers, size=config.max_viewers, replace=False))
-    everyone = _rank_everyone(fitted, members, viewers, config, mutual)
-    likes_passing_filters = everyone.pop("_likes_passing_filters")
-    comparisons = everyone.pop("_comparisons")
-    for name in STRATEGIES:
-        strategies[name]["everyone"] = everyone[name]
-    timings["everyone"] = round(time.perf_counter() - clock, 3)
-
-    liked = c_idx[y == 1]
-    popular = np.argsort(-fitted.popularity, kind="stable")[
-        : CANDIDATE_SOURCES["popular"]
-    ]
-    report = {
-        "k": k,
-        "strategies": strategies,
-        # Paired differences over the viewers ranked among everyone, with 95 %
-        # bootstrap intervals: is the pipeline's lead (or lag) more than noise?
-        "comparisons_everyone": comparisons,
-        "split": {
-            "t_label": split.t_label,
-            "t_holdout": split.t_holdout,
-            "holdout_fraction": config.holdout_fraction,
-            "label_fraction": config.label_fraction,
-            "latest_training_ts": fitted.latest_training_ts,
-            "earliest_test_ts": float(test.ts.min()),
-        },
-        "counts": {
-            "members": members.n,
-            "interactions": interactions.m,
-            "training_interactions": split.history_for_holdout.m,
-            "test_interactions": test.m,
-            "test_likes": int(np.sum(y == 1)),
-            "test_dislikes": int(np.sum(y == 0)),
-            "test_viewers_with_a_like": int(np.unique(v_idx[y == 1]).shape[0]),
-            "viewers_sampled_for_everyone": int(viewers.shape[0]),
-            # Viewers with at least one held-out like that passes the hard filters
-            # (a like of someone the filters exclude cannot be recommended).
-            "viewers_ranked_among_everyone": int(everyone["random"]["viewers"]),
-            "test_likes_passing_the_filters": float(likes_passing_filters),
-            "mutual_pairs_formed_in_test": mutual.count,
-            "ranking_model_type": fitted.model.model_type,
-            # How much of the test period any history-based strategy can reach:
-            "test_likes_to_members_without_earlier_likes": float(
-                np.mean(fitted.popularity[liked] == 0)
+    report("peers: validation slice")
+    validation_state, cases = _validation_cases(members, split, config)
+    graphs = {
+        feedback: (
+            _like_graph(
+                validation_state,
+                split.history_for_training,
+                every_kind=feedback == "interactions",
             ),
-            "test_likes_to_the_60_most_liked": float(np.mean(np.isin(liked, popular))),
-        },
-        "protocol": {
-            "everyone": "each sampled test viewer with a held-out like ranks every "
-            "member passing the hard filters at the cut (minus those they rated "
-            "before it); relevant = held-out likes",
-            "labelled": "each test viewer ranks only the members they rated in the "
-            "test period (Speed Dating: the partners they met)",
-            "auc": "like vs dislike over all held-out rated pairs, stage-2 scores",
-            "mutual": "share of top-k recommended pairs that became a mutual like "
-            "in the test period",
-        },
-        "timings": timings,
+            _like_graph(
+                state, split.history_for_holdout, every_kind=feedback == "interactions"
+            ),
+        )
+        for feedback in FEEDBACK
     }
-    return EvaluationResult(report=json_safe(report), fitted=fitted)
+    fitted: dict[str, peer_lib.Peer] = {}
+    tuning: dict = {}
+    for name in ("popularity", "liked_you_then_popularity", *config.peers):
+        report(f"peers: {name}")
+        grid = peer_lib.DEFAULT_GRIDS.get(name, [{}])
+        extra = {"threads": 1} if name == "als" else {}
+        feedback, chosen = "likes", grid[0]
+        if name in config.peers and cases:
+            best = -np.inf
+            tuning[name] = {}
+            for kind in FEEDBACK:
+                _, tuned = peer_lib.tune(
+                    lambda params, name=name, extra=extra: peer_lib.make_peer(
+                        name, {**params, **extra}
+                    ),
+                    grid,
+                    graphs[kind][0],
+                    cases,
+                    k=config.k,
+                )
+                tuning[name][kind] = tuned
+                value = np.nan_to_num(max(tuned["ndcg"].values()), nan=-1.0)
+                if value > best:
+                    best, feedback, chosen = value, kind, tuned["chosen"]
+            tuning[name]["chosen"] = {"feedback": feedback, **chosen}
+        graph = graphs[feedback][1]
+        peer = peer_lib.make_peer(name, {**chosen, **extra}).fit(graph)
+        fitted[name] = peer
+        if name in config.peers:
+            fitted[name + "_reciprocal"] = peer_lib.ReciprocalPeer(peer).fit(graph)
+    return Fitted(split=split, model=model, state=state, peers=fitted, tuning=tuning)
 
 
 class _MutualPairs:
@@ -381,171 +320,10 @@ class _MutualPairs:
         return sorted_positions(self.keys, actor_ids * _KEY_SHIFT + target_ids) >= 0
 
 
-def _top_k(scores: np.ndarray, k: int, tiebreak: np.ndarray) -> np.ndarray:
-    """Positions of the ``k`` best ``scores`` (ties broken by ``tiebreak``)."""
-    return np.lexsort((tiebreak, -scores))[:k]
-
-
-def _mutual_share(v_idx, c_idx, scores, k, store, mutual, seed) -> float:
-    """Share of each viewer's top-k rows (by ``scores``) that are mutual pairs."""
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(scores.shape[0]), -scores, v_idx))
-    v, c = v_idx[order], c_idx[order]
-    start = np.r_[0, np.flatnonzero(v[1:] != v[:-1]) + 1]
-    rank = np.arange(v.shape[0]) - np.repeat(start, np.diff(np.r_[start, v.shape[0]]))
-    top = rank < k
-    if not np.any(top):
-        return float("nan")
-    hits = mutual.contains(store.user_id[v[top]], store.user_id[c[top]])
-    return float(hits.mean())
-
-
-def _eligible(
-    store: FeatureStore,
-    visible: np.ndarray,
-    v: int,
-    excluded: np.ndarray,
-) -> np.ndarray:
-    """bool [n]: the members the hard filters allow for viewer row ``v``."""
-    one = np.uint8(1)
-    mask = visible.copy()
-    mask[v] = False
-    mask &= (
-        (np.uint8(store.seeking_mask[v]) >> store.gender.astype(np.uint8)) & one
-    ) > 0
-    mask &= ((store.seeking_mask >> np.uint8(store.gender[v])) & one) > 0
-    ages = np.floor(store.age)
-    viewer_age = ages[v]
-    mask &= (ages >= store.min_age[v]) & (ages <= store.max_age[v])
-    mask &= (store.min_age <= viewer_age) & (store.max_age >= viewer_age)
-    limit = np.minimum(store.max_distance_km, store.max_distance_km[v])
-    located = np.isfinite(store.lat) & np.isfinite(store.lat[v]) & np.isfinite(limit)
-    if np.any(located & mask):
-        rows = np.flatnonzero(located & mask)
-        distance = haversine_km(
-            np.full(rows.shape, store.lat[v]),
-            np.full(rows.shape, store.lon[v]),
-            store.lat[rows],
-            store.lon[rows],
-        )
-        mask[rows[distance > limit[rows]]] = False
-    mask[excluded] = False
-    return mask
-
-
-def _rank_everyone(
-    fitted: Fitted,
-    members: MemberArrays,
-    viewers: np.ndarray,
-    config: EvaluationConfig,
-    mutual: _MutualPairs,
-) -> dict[str, dict]:
-    store, split, k = fitted.store, fitted.split, config.k
-    visible = members.is_visible[members.index_of(store.user_id)]
-    history = split.history_for_holdout
-    h_actor, h_target = store.index_of(history.actor), store.index_of(history.target)
-    ok = (h_actor >= 0) & (h_target >= 0)
-    h_actor, h_target, h_kind = h_actor[ok], h_target[ok], history.kind[ok]
-    test = split.holdout_labels
-    t_actor, t_target = store.index_of(test.actor), store.index_of(test.target)
-    t_pos = test.is_positive & (t_actor >= 0) & (t_target >= 0)
-    t_actor, t_target = t_actor[t_pos], t_target[t_pos]
-
-    # Serving's popular source and content tie-break (recommender/candidates.py):
-    # likes received in the last 14 days, then the like rate.
-    recent = store.likes_received_recent.astype(np.float64)
-    popularity_order = np.lexsort((-store.like_rate_received, -recent))
-    recent_share = np.log1p(recent) / max(np.log1p(recent.max(initial=0.0)), 1e-9)
-    rng = np.random.default_rng(config.seed)
-    per_viewer: dict[str, list[tuple[float, ...]]] = {name: [] for name in STRATEGIES}
-    candidate_sizes: list[int] = []
-    eligible_sizes: list[int] = []
-    likes_seen = [0, 0]  # held-out likes of the sampled viewers, of them eligible
-    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}")
-
-    for v in viewers.tolist():
-        excluded = np.concatenate(
-            [
-                h_target[h_actor == v],
-                h_actor[(h_target == v) & (h_kind == BLOCK)],
-            ]
-        )
-        mask = _eligible(store, visible, v, excluded)
-        allowed = np.flatnonzero(mask)
-        liked = t_target[t_actor == v]
-        likes_seen[0] += int(np.unique(liked).size)
-        y = np.isin(allowed, liked).astype(np.int8)
-        likes_seen[1] += int(y.sum())
-        if not y.any():
-            continue
-        eligible_sizes.append(int(allowed.size))
-        viewer_rows = np.full(allowed.size, v, dtype=np.int64)
-        base = {
-            name: fitted.scores(
-                name, viewer_rows, allowed, seed=int(rng.integers(2**31))
-            )
-            for name in ("random", "popularity", "content", "collaborative")
-        }
-        candidates = _candidates(
-            allowed, base, recent_share[allowed], popularity_order, mask, rng
-        )
-        candidate_sizes.append(int(candidates.size))
-        chosen = np.flatnonzero(np.isin(allowed, candidates))
-        forward = fitted.scores("pipeline", viewer_rows[chosen], allowed[chosen], 0)
-        backward = fitted.scores("pipeline", allowed[chosen], viewer_rows[chosen], 0)
-        for name, values in (
-            ("pipeline", forward),
-            ("pipeline_reciprocal", forward * backward),
-            ("pipeline_prior", forward * fitted.popularity_prior(allowed[chosen])),
-        ):
-            scores = np.full(allowed.size, -np.inf)
-            scores[chosen] = values
-            base[name] = scores
-        tiebreak = rng.random(allowed.size)
-        for name in STRATEGIES:
-            scores = base[name]
-            metrics = ranking_metrics(viewer_rows, y, scores, k=k)
-            top = _top_k(scores, k, tiebreak)
-            hits = mutual.contains(
-                np.full(top.size, store.user_id[v]), store.user_id[allowed[top]]
-            )
-            per_viewer[name].append(
-                (*(metrics[key] for key in keys), float(hits.mean()))
-            )
-
-    result: dict = {}
-    for name in STRATEGIES:
-        values = np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)
-        metrics = {
-            key: float(values[:, j].mean()) if values.shape[0] else float("nan")
-            for j, key in enumerate((*keys, f"mutual@{k}"))
-        }
-        metrics["viewers"] = int(values.shape[0])
-        metrics[f"ndcg@{k}_ci95"] = _bootstrap_ci(values[:, 2], config.seed)
-        if eligible_sizes:
-            metrics["mean_eligible"] = float(np.mean(eligible_sizes))
-        if name in PIPELINES and candidate_sizes:
-            metrics["mean_candidates"] = float(np.mean(candidate_sizes))
-        result[name] = metrics
-    ndcg = {
-        name: np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)[:, 2]
-        for name in STRATEGIES
-    }
-    result["_comparisons"] = {
-        f"{a}_minus_{b}": {
-            f"ndcg@{k}": float(np.mean(ndcg[a] - ndcg[b])) if ndcg[a].size else None,
-            "ci95": _bootstrap_ci(ndcg[a] - ndcg[b], config.seed),
-        }
-        for a in PIPELINES
-        for b in ("popularity", "random", "collaborative", "content")
-    }
-    result["_likes_passing_filters"] = likes_seen[1] / max(likes_seen[0], 1)
-    return result
-
-
-def _bootstrap_ci(values: np.ndarray, seed: int, resamples: int = 1_000) -> list:
+def _bootstrap_ci(values: np.ndarray, seed: int, resamples: int = 2_000) -> list:
     """95 % percentile bootstrap interval of the mean of ``values`` (float [v],
     one per viewer); ``[None, None]`` without values."""
+    values = values[np.isfinite(values)]
     if values.shape[0] == 0:
         return [None, None]
     rng = np.random.default_rng(seed)
@@ -554,69 +332,346 @@ def _bootstrap_ci(values: np.ndarray, seed: int, resamples: int = 1_000) -> list
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def _candidates(
-    allowed: np.ndarray,
-    base: dict[str, np.ndarray],
-    recent_share: np.ndarray,
-    popularity_order: np.ndarray,
-    mask: np.ndarray,
-    rng: np.random.Generator,
+def _strategy_scores(
+    fitted: Fitted, name: str, row: int, rows: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """Store rows of the merged candidate sources (as serving's candidates.py;
-    ``recent_share`` float [a] = log-scaled recent likes of the ``allowed`` rows)."""
-    sizes = CANDIDATE_SOURCES
-    found = [
-        allowed[_best(base["collaborative"], sizes["collaborative"])],
-        allowed[
-            _best(
-                base["content"] + 1e-3 * recent_share,
-                sizes["content"],
+    """float64 [k] scores of a baseline or peer for viewer ``row`` over ``rows``."""
+    state = fitted.state
+    if name == "random":
+        return rng.random(rows.shape[0])
+    if name == "content":
+        store = state.population.store
+        return interest_jaccard(
+            store.interest_bits[rows], store.interest_bits[row]
+        ).astype(np.float64)
+    if name == "collaborative":
+        embedding = state.embedding
+        return (embedding.appeal[rows] @ embedding.taste[row]).astype(np.float64)
+    return np.asarray(fitted.peers[name].scores(row, rows), dtype=np.float64)
+
+
+def _served_everyone(fitted: Fitted, user_id: int, allowed, k, rng):
+    """(scores float64 over ``allowed``, result): the served order as scores
+    (best = highest), members outside the candidates last."""
+    state = fitted.state
+    result = pipeline_run(
+        state.population,
+        state.viewer(user_id),
+        embedding=state.embedding,
+        model=fitted.model,
+        today=state.today,
+        now_ts=state.now_ts,
+        rng=rng,
+    )
+    ranking = final_ranking(
+        result, embedding=state.embedding, limit=k, population=state.population
+    )
+    rows = result.candidates.positions[ranking]
+    scores = np.full(allowed.shape[0], -np.inf)
+    slots = np.searchsorted(allowed, rows)
+    inside = (slots < allowed.shape[0]) & (
+        allowed[np.minimum(slots, allowed.shape[0] - 1)] == rows
+    )
+    scores[slots[inside]] = -np.arange(rows.shape[0], dtype=np.float64)[inside]
+    return scores, result
+
+
+def strategies_evaluate(
+    members: MemberArrays,
+    interactions: InteractionArrays,
+    *,
+    config: EvaluationConfig | None = None,
+    ranking_model: RankingModel | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Fit at the cut (:func:`fit_at_cut`) and evaluate every strategy (module
+    docstring). ``report``: ``{"k", "split", "counts", "strategies": {name:
+    {"auc", "everyone": {...}, "labelled": {...}, "exposure": {...}}},
+    "candidate_recall", "comparisons", "tuning", "timings"}``. Raises ValueError
+    when the data cannot be split or has no held-out like."""
+    config = config or EvaluationConfig()
+    report = progress or (lambda message: None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    fitted = fit_at_cut(
+        members,
+        interactions,
+        config=config,
+        ranking_model=ranking_model,
+        progress=report,
+    )
+    timings["fit"] = round(time.perf_counter() - started, 3)
+    split, state, k = fitted.split, fitted.state, config.k
+    store = state.population.store
+    test = split.holdout_labels
+    mutual = _MutualPairs(interactions, split.t_holdout)
+
+    report("ranking test viewers among everyone")
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed + 1)
+    cases = _cases(state, test, config.max_viewers, config.seed)
+    if not cases:
+        raise ValueError("no test viewer has a held-out like the filters allow")
+    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"mutual@{k}")
+    per_viewer = {name: [] for name in STRATEGIES}
+    shown = {name: [] for name in STRATEGIES}
+    recall = {name: [] for name in (*SOURCES, "union")}
+    found = {name: [] for name in (*SOURCES, "union")}
+    eligible_sizes = []
+    for row, allowed, y, user_id in cases:
+        eligible_sizes.append(allowed.shape[0])
+        groups = np.zeros(allowed.shape[0], dtype=np.int64)
+        for name in STRATEGIES:
+            if name == SERVED:
+                scores, result = _served_everyone(fitted, user_id, allowed, k, rng)
+                _candidate_recall(result.candidates, allowed, y, recall, found)
+            else:
+                scores = _strategy_scores(fitted, name, row, allowed, rng)
+            metrics = ranking_metrics(groups, y, scores, k=k)
+            top = np.lexsort((rng.random(scores.shape[0]), -scores))[:k]
+            top = top[np.isfinite(scores[top])]
+            hits = mutual.contains(
+                np.full(top.shape[0], user_id), store.user_id[allowed[top]]
             )
-        ],
-        popularity_order[mask[popularity_order]][: sizes["popular"]],
-        rng.choice(allowed, size=min(sizes["explore"], allowed.size), replace=False),
-    ]
-    return np.unique(np.concatenate(found))
+            per_viewer[name].append(
+                (
+                    metrics[keys[0]],
+                    metrics[keys[1]],
+                    metrics[keys[2]],
+                    float(hits.sum()) / k,
+                )
+            )
+            shown[name].append(allowed[top])
+    timings["everyone"] = round(time.perf_counter() - started, 3)
+
+    report("like vs dislike on the rated test pairs")
+    started = time.perf_counter()
+    labelled = _labelled(fitted, test, config, rng)
+    timings["labelled"] = round(time.perf_counter() - started, 3)
+
+    pool = int(np.unique(np.concatenate([c[1] for c in cases])).shape[0])
+    strategies: dict = {}
+    values = {
+        name: np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)
+        for name in STRATEGIES
+    }
+    for name in STRATEGIES:
+        everyone = {key: float(values[name][:, j].mean()) for j, key in enumerate(keys)}
+        everyone["viewers"] = int(values[name].shape[0])
+        everyone[f"ndcg@{k}_ci95"] = _bootstrap_ci(values[name][:, 2], config.seed)
+        everyone["mean_eligible"] = float(np.mean(eligible_sizes))
+        strategies[name] = {
+            "auc": labelled[name]["auc"],
+            "everyone": everyone,
+            "labelled": {
+                key: value for key, value in labelled[name].items() if key != "auc"
+            },
+            "exposure": peer_lib.exposure_concentration(
+                np.concatenate(shown[name]), store.n
+            ),
+        }
+    comparisons = {}
+    for metric, j in ((f"ndcg@{k}", 2), (f"mutual@{k}", 3)):
+        for other in STRATEGIES:
+            if other == SERVED:
+                continue
+            diff = values[SERVED][:, j] - values[other][:, j]
+            comparisons[f"{SERVED}_minus_{other}:{metric}"] = {
+                "mean": float(diff.mean()),
+                "ci95": _bootstrap_ci(diff, config.seed),
+            }
+    best = {
+        metric: max(
+            (name for name in STRATEGIES if name != SERVED),
+            key=lambda name, j=j: values[name][:, j].mean(),
+        )
+        for metric, j in ((f"ndcg@{k}", 2), (f"mutual@{k}", 3))
+    }
+    positive_test = test.select(test.is_positive)
+    liked = store.index_of(positive_test.target)
+    liked = liked[liked >= 0]
+    history = split.history_for_holdout
+    popularity = np.bincount(
+        np.maximum(store.index_of(history.target[history.is_positive]), 0),
+        minlength=store.n,
+    )
+    result = {
+        "k": k,
+        "split": {
+            "t_label": split.t_label,
+            "t_holdout": split.t_holdout,
+            "holdout_fraction": config.holdout_fraction,
+            "label_fraction": config.label_fraction,
+        },
+        "counts": {
+            "members": int(members.n),
+            "interactions": int(interactions.m),
+            "training_interactions": int(history.m),
+            "test_interactions": int(test.m),
+            "test_likes": int(test.is_positive.sum()),
+            "test_dislikes": int((~test.is_positive).sum()),
+            "viewers_ranked_among_everyone": len(cases),
+            "mutual_pairs_formed_in_test": mutual.count,
+            "ranking_model_type": fitted.model.model_type,
+            "reciprocal_weight": float(getattr(fitted.model, "reciprocal_weight", 1.0)),
+            "eligible_pool": pool,
+            "test_likes_to_members_without_earlier_likes": float(
+                np.mean(popularity[liked] == 0) if liked.size else float("nan")
+            ),
+        },
+        "strategies": strategies,
+        "candidate_recall": {
+            name: {
+                "recall": float(np.mean(recall[name])) if recall[name] else None,
+                "mean_candidates": float(np.mean(found[name])) if found[name] else None,
+            }
+            for name in (*SOURCES, "union")
+        },
+        "comparisons": comparisons,
+        "best_other": best,
+        "tuning": fitted.tuning,
+        "timings": timings,
+    }
+    return EvaluationResult(report=json_safe(result), fitted=fitted)
 
 
-def _best(scores: np.ndarray, k: int) -> np.ndarray:
-    if scores.shape[0] <= k:
-        return np.arange(scores.shape[0])
-    return np.argpartition(-scores, k - 1)[:k]
+def _candidate_recall(candidates, allowed, y, recall, found) -> None:
+    relevant = allowed[y]
+    for j, name in enumerate((*SOURCES, "union")):
+        if name == "union":
+            rows = candidates.positions
+        else:
+            rows = candidates.positions[(candidates.tags >> j) & 1 == 1]
+        found[name].append(int(rows.shape[0]))
+        recall[name].append(float(np.isin(relevant, rows).mean()))
+
+
+def _labelled(fitted: Fitted, test: InteractionArrays, config, rng) -> dict:
+    """AUC (like vs dislike) and ranking metrics over the held-out rated pairs of
+    a seeded sample of test viewers, for every strategy."""
+    state = fitted.state
+    store = state.population.store
+    actor, target = store.index_of(test.actor), store.index_of(test.target)
+    known = (actor >= 0) & (target >= 0)
+    actor, target, y = actor[known], target[known], test.is_positive[known]
+    viewers = np.unique(actor)
+    if viewers.shape[0] > config.max_viewers:
+        sample = np.random.default_rng(config.seed).choice(
+            viewers, size=config.max_viewers, replace=False
+        )
+        keep = np.isin(actor, sample)
+        actor, target, y = actor[keep], target[keep], y[keep]
+        viewers = np.unique(actor)
+    scores = {name: np.zeros(actor.shape[0]) for name in STRATEGIES}
+    for row in viewers.tolist():
+        pairs = np.flatnonzero(actor == row)
+        rows = target[pairs]
+        for name in STRATEGIES:
+            if name == SERVED:
+                values = _served_pairs(fitted, int(store.user_id[row]), rows)
+            else:
+                values = _strategy_scores(fitted, name, row, rows, rng)
+            scores[name][pairs] = values
+    out = {}
+    for name in STRATEGIES:
+        metrics = ranking_metrics(actor, y.astype(np.int8), scores[name], k=config.k)
+        out[name] = {"auc": roc_auc(y, scores[name]), **metrics}
+    return out
+
+
+def _served_pairs(fitted: Fitted, user_id: int, rows: np.ndarray) -> np.ndarray:
+    """The served stage-2 scores of the viewer's pairs with ``rows``."""
+    state = fitted.state
+    context = viewer_context(
+        state.population,
+        state.viewer(user_id),
+        embedding=state.embedding,
+        today=state.today,
+        now_ts=state.now_ts,
+    )
+    forward, backward = pair_matrices(
+        state.population, context, rows, embedding=state.embedding
+    )
+    return model_scores(fitted.model, forward, backward)
 
 
 # --- reports --------------------------------------------------------------------------
 
-_METRIC_COLUMNS = ("precision@{k}", "recall@{k}", "ndcg@{k}", "mutual@{k}")
-
 
 def report_table(report: dict, *, protocol: str) -> list[list[str]]:
-    """Rows (header first) of one protocol's table: strategy, AUC and the top-k
-    metrics, values to 3 decimals ("–" where undefined)."""
+    """Rows (header first) of one protocol's table: strategy, AUC, the top-k
+    metrics and (among everyone) exposure; values to 3 decimals ("–" where
+    undefined)."""
     k = report["k"]
-    columns = [c.format(k=k) for c in _METRIC_COLUMNS]
-    table = [["strategy", "AUC", *columns]]
+    columns = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+    if protocol == "everyone":
+        columns.append(f"mutual@{k}")
+    header = ["strategy", "AUC", *columns]
+    if protocol == "everyone":
+        header += ["exposure Gini", "top 1 % share"]
+    table = [header]
     for name in STRATEGIES:
-        entry = report["strategies"][name]
+        entry = report["strategies"].get(name)
+        if entry is None:
+            continue
         metrics = entry[protocol]
-        table.append(
-            [
-                STRATEGY_LABELS[name],
-                _fmt(entry["auc"]),
-                *(_fmt(metrics.get(c)) for c in columns),
+        row = [
+            STRATEGY_LABELS[name],
+            _fmt(entry["auc"]),
+            *(_fmt(metrics.get(c)) for c in columns),
+        ]
+        if protocol == "everyone":
+            row += [
+                _fmt(entry["exposure"]["gini"]),
+                _fmt(entry["exposure"]["top1_share"]),
             ]
-        )
+        table.append(row)
     return table
 
 
-def _fmt(value) -> str:
-    return "–" if value is None or value != value else f"{value:.3f}"
+def recall_table(report: dict) -> list[list[str]]:
+    """Rows (header first): candidate recall and mean candidates per source."""
+    table = [["candidate source", "recall of held-out likes", "mean candidates"]]
+    for name, entry in report["candidate_recall"].items():
+        table.append([name, _fmt(entry["recall"]), _fmt(entry["mean_candidates"], 1)])
+    return table
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _markdown_table(table: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    return lines + ["| " + " | ".join(row) + " |" for row in table[1:]]
+
+
+def comparison_lines(report: dict) -> list[str]:
+    """The served pipeline minus the best other strategy, per metric, with the
+    95 % bootstrap interval of the paired difference over viewers."""
+    lines = []
+    for metric, other in report["best_other"].items():
+        entry = report["comparisons"][f"{SERVED}_minus_{other}:{metric}"]
+        low, high = entry["ci95"]
+        verdict = (
+            "better"
+            if low is not None and low > 0
+            else "worse"
+            if high is not None and high < 0
+            else "not distinguishable"
+        )
+        lines.append(
+            f"{metric}: served − best other ({STRATEGY_LABELS[other]}) = "
+            f"{entry['mean']:+.3f} (95 % CI {_fmt(low)} … {_fmt(high)}): {verdict}"
+        )
+    return lines
 
 
 def report_markdown(report: dict, *, title: str, chart: str | None = None) -> str:
-    """The report as Markdown: both protocols' tables, the split and counts."""
-    lines = [f"## {title}", ""]
+    """The report as Markdown: both protocols' tables, candidate recall, the
+    comparisons, the split and counts."""
     counts = report["counts"]
+    lines = [f"## {title}", ""]
     lines.append(
         f"{counts['members']:,} members, {counts['interactions']:,} interactions; "
         f"trained on {counts['training_interactions']:,} before the cut, tested on "
@@ -624,11 +679,8 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         f"{counts['test_dislikes']:,} dislikes; "
         f"{counts['mutual_pairs_formed_in_test']:,} mutual likes completed). "
         f"{counts['viewers_ranked_among_everyone']:,} viewers ranked among everyone. "
-        f"Ranking model: {counts['ranking_model_type']}. Of the test likes, "
-        f"{counts['test_likes_to_members_without_earlier_likes']:.0%} went to members "
-        "no one had liked before the cut and "
-        f"{counts['test_likes_to_the_60_most_liked']:.0%} to the "
-        f"{CANDIDATE_SOURCES['popular']} most liked."
+        f"Ranking model: {counts['ranking_model_type']}, reciprocal weight "
+        f"{counts['reciprocal_weight']:g}."
     )
     lines.append("")
     for protocol, heading in (
@@ -636,23 +688,12 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         ("labelled", "Ranked among the pairs rated in the test period"),
     ):
         lines += [f"**{heading}** (AUC: like vs dislike on held-out pairs)", ""]
-        table = report_table(report, protocol=protocol)
-        lines.append("| " + " | ".join(table[0]) + " |")
-        lines.append("|" + "---|" * len(table[0]))
-        lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
+        lines += _markdown_table(report_table(report, protocol=protocol))
         lines.append("")
-    k = report["k"]
-    diffs = report.get("comparisons_everyone") or {}
-    for name in (f"{a}_minus_popularity" for a in PIPELINES):
-        diff = diffs.get(name)
-        if diff and diff.get(f"ndcg@{k}") is not None:
-            low, high = diff["ci95"]
-            a, b = name.split("_minus_")
-            lines.append(
-                f"- NDCG@{k} among everyone, {STRATEGY_LABELS[a]} − "
-                f"{STRATEGY_LABELS[b]}: {diff[f'ndcg@{k}']:+.3f} "
-                f"(95 % bootstrap interval over viewers {low:+.3f} … {high:+.3f})"
-            )
+    lines += ["**Candidate recall** (served sources, among everyone)", ""]
+    lines += _markdown_table(recall_table(report))
+    lines.append("")
+    lines += [f"- {line}" for line in comparison_lines(report)]
     lines.append("")
     if chart:
         lines += [f"![{title}]({chart})", ""]
@@ -660,8 +701,8 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
 
 
 def report_chart(report: dict, path, *, title: str) -> None:
-    """Write a PNG bar chart comparing the strategies (AUC, NDCG@k both protocols,
-    recall@k) to ``path``."""
+    """Write a PNG bar chart comparing the strategies (NDCG@k and mutual@k among
+    everyone, AUC, exposure Gini) to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -669,27 +710,20 @@ def report_chart(report: dict, path, *, title: str) -> None:
 
     k = report["k"]
     panels = (
-        ("AUC (like vs dislike)", lambda e: e["auc"]),
         (f"NDCG@{k}, among everyone", lambda e: e["everyone"][f"ndcg@{k}"]),
-        (f"recall@{k}, among everyone", lambda e: e["everyone"][f"recall@{k}"]),
-        (f"NDCG@{k}, among rated pairs", lambda e: e["labelled"][f"ndcg@{k}"]),
+        (f"mutual@{k}, among everyone", lambda e: e["everyone"][f"mutual@{k}"]),
+        ("AUC (like vs dislike)", lambda e: e["auc"]),
+        ("exposure Gini", lambda e: e["exposure"]["gini"]),
     )
-    labels = [STRATEGY_LABELS[name] for name in STRATEGIES]
-    colors = [
-        "#9e9e9e",
-        "#bdbdbd",
-        "#90caf9",
-        "#64b5f6",
-        "#1e88e5",
-        "#0d47a1",
-        "#ffb74d",
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.6), dpi=80)
-    for ax, (name, get) in zip(axes, panels, strict=True):
-        values = [get(report["strategies"][s]) for s in STRATEGIES]
+    names = [name for name in STRATEGIES if name in report["strategies"]]
+    labels = [STRATEGY_LABELS[name] for name in names]
+    colors = ["#0d47a1" if name == SERVED else "#90a4ae" for name in names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4.4), dpi=80)
+    for ax, (panel, get) in zip(axes, panels, strict=True):
+        values = [get(report["strategies"][s]) for s in names]
         values = [0.0 if v is None else v for v in values]
         ax.barh(labels, values, color=colors)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(panel, fontsize=10)
         ax.invert_yaxis()
         ax.tick_params(labelsize=8)
         for i, value in enumerate(values):

@@ -25,7 +25,7 @@ from recommender.ml.data import (
     sorted_positions,
 )
 
-FEATURE_VERSION = "f1"
+FEATURE_VERSION = "f2"
 MAX_VOCABULARY = 256
 RECENT_DAYS = 14.0
 DAYS_PER_YEAR = 365.25
@@ -56,7 +56,20 @@ PAIR_FEATURE_NAMES: list[str] = [
     "viewer_like_rate_given",
     "candidate_recency_days",
     "candidate_account_age_days",
+    "candidate_likes_received_log1p",
+    "candidate_received_recent_log1p",
+    "candidate_given_log1p",
+    "viewer_given_log1p",
+    "joined_gap_days_log1p",
+    "neighbour_forward",
+    "neighbour_backward",
+    "seen_forward",
+    "seen_backward",
 ]
+# The per-pair graph scores pair_features takes as ``neighbours`` [p, 4], in this
+# order; the other direction of a pair swaps 0 <-> 1 and 2 <-> 3.
+NEIGHBOUR_COLUMNS = PAIR_FEATURE_NAMES[-4:]
+REVERSED_NEIGHBOURS = [1, 0, 3, 2]
 
 
 @dataclass
@@ -72,12 +85,16 @@ class FeatureStore:
     * ``like_rate_given``, ``like_rate_received`` float32 [n], smoothed towards the
       population like rate ``prior_like_rate``;
     * ``n_given``, ``n_received`` int32 [n] interactions given / received (any kind);
-    * ``likes_received_recent`` int32 [n]: likes received in the last 14 days before
-      ``now_ts`` (the popularity / trending signal);
+    * ``likes_received`` int32 [n]: likes received before ``now_ts`` (all-time
+      popularity); ``likes_received_recent`` int32 [n]: those of the last 14 days
+      (the trending signal); ``received_recent`` int32 [n]: interactions of any
+      kind received in the last 14 days (who is being seen now);
     * ``recency_days`` float32 [n]: days since the member's last known activity
       (last own interaction in the history, ``last_active_ts`` if not after
       ``now_ts``, or joining), >= 0;
-    * ``account_age_days`` float32 [n], >= 0;
+    * ``account_age_days`` float32 [n], >= 0; ``created_ts`` float64 [n], when the
+      member joined (unix seconds; members who join together — at one event, in
+      one campaign — tend to meet);
     * ``liked_keys`` int64 [L] sorted unique ``actor * 2**32 + target`` of the positive
       interactions of the history (user ids must be < 2**31);
     * ``vocabulary`` the interest strings behind the bits; ``now_ts`` the time the
@@ -94,9 +111,12 @@ class FeatureStore:
     like_rate_received: np.ndarray
     n_given: np.ndarray
     n_received: np.ndarray
+    likes_received: np.ndarray
     likes_received_recent: np.ndarray
+    received_recent: np.ndarray
     recency_days: np.ndarray
     account_age_days: np.ndarray
+    created_ts: np.ndarray
     seeking_mask: np.ndarray
     min_age: np.ndarray
     max_age: np.ndarray
@@ -195,7 +215,8 @@ def build_feature_store(
     likes_given = np.bincount(actor, weights=positive, minlength=n)
     likes_received = np.bincount(target, weights=positive, minlength=n)
     prior = float(positive.mean()) if positive.shape[0] else 0.0
-    recent = positive & (ts >= now_ts - RECENT_DAYS * SECONDS_PER_DAY)
+    lately = ts >= now_ts - RECENT_DAYS * SECONDS_PER_DAY
+    recent = positive & lately
 
     last_action = np.full(n, -np.inf)
     np.maximum.at(last_action, actor, ts)
@@ -220,9 +241,12 @@ def build_feature_store(
         like_rate_received=_smoothed(likes_received, n_received, prior),
         n_given=n_given.astype(np.int32),
         n_received=n_received.astype(np.int32),
+        likes_received=likes_received.astype(np.int32),
         likes_received_recent=np.bincount(target[recent], minlength=n).astype(np.int32),
+        received_recent=np.bincount(target[lately], minlength=n).astype(np.int32),
         recency_days=_days(now_ts - last_seen),
         account_age_days=_days(now_ts - members.created_ts),
+        created_ts=members.created_ts.astype(np.float64, copy=True),
         seeking_mask=members.seeking_mask.astype(np.uint8, copy=True),
         min_age=members.min_age.astype(np.int16, copy=True),
         max_age=members.max_age.astype(np.int16, copy=True),
@@ -253,9 +277,12 @@ _ROW_COLUMNS = (
     "like_rate_received",
     "n_given",
     "n_received",
+    "likes_received",
     "likes_received_recent",
+    "received_recent",
     "recency_days",
     "account_age_days",
+    "created_ts",
     "seeking_mask",
     "min_age",
     "max_age",
@@ -306,11 +333,13 @@ def feature_store_from_rows(
     k = len(rows)
     values: dict[str, np.ndarray] = {}
     for name in _ROW_COLUMNS:
-        column = [row[name] for row in rows]
+        # Rows written before a column existed (feature version f1) read as 0.
+        column = [row.get(name, 0) for row in rows]
         if name in _FLOAT_COLUMNS:
             missing = np.inf if name == "max_distance_km" else np.nan
             values[name] = np.array(
-                [missing if v is None else v for v in column], dtype=np.float32
+                [missing if v is None else v for v in column],
+                dtype=np.float64 if name == "created_ts" else np.float32,
             )
         else:
             values[name] = np.array(column, dtype=_INT_COLUMNS[name])
@@ -340,13 +369,16 @@ _FLOAT_COLUMNS = {
     "like_rate_received",
     "recency_days",
     "account_age_days",
+    "created_ts",
     "max_distance_km",
 }
 _INT_COLUMNS = {
     "gender": np.int8,
     "n_given": np.int32,
     "n_received": np.int32,
+    "likes_received": np.int32,
     "likes_received_recent": np.int32,
+    "received_recent": np.int32,
     "seeking_mask": np.uint8,
     "min_age": np.int16,
     "max_age": np.int16,
@@ -360,12 +392,16 @@ def pair_features(
     *,
     taste: np.ndarray | None = None,
     appeal: np.ndarray | None = None,
+    neighbours: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 [p, F] features (columns :data:`PAIR_FEATURE_NAMES`) of the pairs
     (``viewer_idx[i]``, ``cand_idx[i]``), int64 [p] row positions in ``store``.
 
     ``taste``, ``appeal``: float32 [n, d] embeddings aligned with the store's rows
-    (both or neither); the affinity features are 0 without them. Computed in blocks
+    (both or neither); the affinity features are 0 without them. ``neighbours``:
+    float32 [p, 4] graph scores of each pair (:data:`NEIGHBOUR_COLUMNS`: viewer →
+    candidate and candidate → viewer over the like graph, then over the graph of
+    all interactions; ``recommender.ml.graph``), 0 when not given. Computed in blocks
     of pairs so memory stays bounded; every row depends only on its own pair, so a
     pair's row is identical in any batch.
     """
@@ -378,16 +414,27 @@ def pair_features(
     if taste is not None and not (taste.shape[0] == appeal.shape[0] == store.n):
         raise ValueError("taste and appeal must have one row per store member")
     p = viewer_idx.shape[0]
+    if neighbours is None:
+        neighbours = np.zeros((p, len(NEIGHBOUR_COLUMNS)), dtype=np.float32)
+    neighbours = np.asarray(neighbours, dtype=np.float32)
+    if neighbours.shape != (p, len(NEIGHBOUR_COLUMNS)):
+        raise ValueError(f"neighbours must be [p, {len(NEIGHBOUR_COLUMNS)}]")
     out = np.empty((p, len(PAIR_FEATURE_NAMES)), dtype=np.float32)
     for start in range(0, p, PAIR_CHUNK):
         stop = min(start + PAIR_CHUNK, p)
-        out[start:stop] = _pair_block(
-            store, viewer_idx[start:stop], cand_idx[start:stop], taste, appeal
+        block = slice(start, stop)
+        out[block] = _pair_block(
+            store,
+            viewer_idx[block],
+            cand_idx[block],
+            taste,
+            appeal,
+            neighbours[block],
         )
     return out
 
 
-def _pair_block(store, v, c, taste, appeal) -> np.ndarray:
+def _pair_block(store, v, c, taste, appeal, neighbours) -> np.ndarray:
     age_v, age_c = store.age[v], store.age[c]
     years_v, years_c = np.floor(age_v), np.floor(age_c)
     viewer_violation = np.maximum(store.min_age[v] - years_c, 0) + np.maximum(
@@ -439,6 +486,12 @@ def _pair_block(store, v, c, taste, appeal) -> np.ndarray:
         store.like_rate_given[v],
         store.recency_days[c],
         store.account_age_days[c],
+        np.log1p(store.likes_received[c]),
+        np.log1p(store.received_recent[c]),
+        np.log1p(store.n_given[c]),
+        np.log1p(store.n_given[v]),
+        np.log1p(np.abs(store.created_ts[v] - store.created_ts[c]) / SECONDS_PER_DAY),
+        *neighbours.T,
     )
     return np.stack([np.asarray(x, dtype=np.float32) for x in columns], axis=1)
 

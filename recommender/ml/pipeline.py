@@ -7,38 +7,63 @@ Time-based evaluation without leaks: the interactions are cut at two times,
                               t_label          t_holdout
     ─────────────── history_for_holdout ──────────┤
 
-Training rows are the labelled pairs of ``[t_label, t_holdout)`` with features and
-embeddings built only from interactions before ``t_label``; holdout rows are the pairs
-from ``t_holdout`` on, with features and embeddings from everything before
-``t_holdout`` — what a model serving at ``t_holdout`` would have known.
-
-Labelled pairs are the viewed pairs: like / super-like = 1, dislike / block = 0 (the
-model learns P(like | the viewer was shown the candidate); impressions without a
-verdict are not in the interaction data).
+The ranking model learns *who is chosen among the eligible*, the question serving
+asks: at ``t_label`` the state serving would have held (population, like graph,
+embeddings, index: :class:`CutState`, built only from interactions before
+``t_label``) gives each sampled viewer their served candidates
+(``recommender.ml.recommend``, the very functions serving calls), and the label of
+a candidate is whether the viewer liked them in ``[t_label, t_holdout)``. Unrated
+candidates are implicit negatives — learning P(like | the pair was rated) instead
+cannot tell who gets chosen, since most rated pairs are likes on trust networks and
+every Speed Dating pair met. The holdout state is rebuilt at ``t_holdout`` from
+everything before it: what a model serving at ``t_holdout`` would have known.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from recommender.ml.candidates import (
+    Embedding,
+    Population,
+    embedding_align,
+    population_build,
+)
 from recommender.ml.data import InteractionArrays, MemberArrays
-from recommender.ml.embeddings import EmbeddingModel, content_vectors, train_embeddings
+from recommender.ml.embeddings import (
+    EmbeddingModel,
+    content_vectors,
+    train_embeddings,
+    vectors_for_index,
+)
 from recommender.ml.features import (
     FEATURE_VERSION,
-    FeatureStore,
+    REVERSED_NEIGHBOURS,
     build_feature_store,
     pair_features,
 )
-from recommender.ml.metrics import log_loss, ranking_metrics, roc_auc
+from recommender.ml.graph import pair_neighbour_scores
+from recommender.ml.index import build_index
+from recommender.ml.metrics import log_loss, ndcg_at_k, ranking_metrics, roc_auc
 from recommender.ml.ranking import RankingModel, predict_scores, train_ranking
+from recommender.ml.recommend import (
+    ViewerState,
+    candidates_for,
+    combine,
+    pair_matrices,
+    viewer_context,
+    viewer_state,
+)
 
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # viewer ids, candidate ids, y
 DEFAULT_K = 10
 DEFAULT_MAX_TRAIN_ROWS = 2_000_000
+_KEY_SHIFT = np.int64(1) << np.int64(32)
 
 
 @dataclass
@@ -97,22 +122,274 @@ def labelled_pairs(labels: InteractionArrays) -> Pairs:
     )
 
 
-def pair_rows(
-    store: FeatureStore,
-    viewer_ids: np.ndarray,
-    cand_ids: np.ndarray,
+class HistoryIndex:
+    """Every interaction a member gave or received, found without scanning:
+    ``of(user_id)`` is one member's slice of ``history`` (two sorted orders,
+    O(log m) per look-up)."""
+
+    def __init__(self, history: InteractionArrays):
+        self.history = history
+        self._by_actor = np.argsort(history.actor, kind="stable")
+        self._by_target = np.argsort(history.target, kind="stable")
+        self._actors = history.actor[self._by_actor]
+        self._targets = history.target[self._by_target]
+
+    def of(self, user_id: int) -> InteractionArrays:
+        a = self._by_actor[
+            np.searchsorted(self._actors, user_id, "left") : np.searchsorted(
+                self._actors, user_id, "right"
+            )
+        ]
+        t = self._by_target[
+            np.searchsorted(self._targets, user_id, "left") : np.searchsorted(
+                self._targets, user_id, "right"
+            )
+        ]
+        rows = np.unique(np.concatenate([a, t]))
+        return self.history.select(_mask_of(rows, self.history.m))
+
+
+def _mask_of(rows: np.ndarray, m: int) -> np.ndarray:
+    mask = np.zeros(m, dtype=bool)
+    mask[rows] = True
+    return mask
+
+
+@dataclass
+class CutState:
+    """What serving would hold at ``now_ts``: the population, the embedding model
+    trained on the history before it (aligned, with a FAISS index as serving
+    builds one) and the history itself, indexed per member."""
+
+    now_ts: float
+    population: Population
+    embeddings: EmbeddingModel
+    embedding: Embedding
+    history: HistoryIndex
+
+    @property
+    def today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.now_ts, tz=dt.UTC).date()
+
+    def viewer(self, user_id: int) -> ViewerState:
+        """The member's :class:`ViewerState` at the cut."""
+        row = int(self.population.store.index_of(np.array([user_id]))[0])
+        return viewer_state(
+            user_id, self.population.members.take([row]), self.history.of(user_id)
+        )
+
+
+def cut_state(
+    members: MemberArrays,
+    history: InteractionArrays,
+    now_ts: float,
+    embedding_kwargs: dict,
     *,
-    taste: np.ndarray | None = None,
-    appeal: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(X float32 [q, F], kept bool [p]): features of the pairs (user ids int64 [p])
-    whose two members are both in ``store``; ``kept`` marks those pairs."""
-    viewer_idx, cand_idx = store.index_of(viewer_ids), store.index_of(cand_ids)
-    kept = (viewer_idx >= 0) & (cand_idx >= 0)
-    X = pair_features(
-        store, viewer_idx[kept], cand_idx[kept], taste=taste, appeal=appeal
+    exact_index: bool = False,
+) -> CutState:
+    """The :class:`CutState` at ``now_ts`` from the interactions before it.
+    ``exact_index``: a flat (exact) index whatever the size — the training rows'
+    candidates; otherwise the index serving would build for this many members."""
+    history = history.before(now_ts)
+    store = build_feature_store(members, history, now_ts=now_ts)
+    embeddings = train_embeddings(
+        members.user_id,
+        history,
+        content_vectors(store),
+        vocabulary=store.vocabulary,
+        **embedding_kwargs,
     )
-    return X, kept
+    population = population_build(
+        members, history, vocabulary=store.vocabulary, now_ts=now_ts
+    )
+    taste, appeal, learned = embedding_align(embeddings, population)
+    threshold = {"exact_threshold": 1 << 62} if exact_index else {}
+    index, _ = build_index(
+        vectors_for_index(embeddings), embeddings.user_id, **threshold
+    )
+    embedding = Embedding(
+        model_id=0,
+        version=0,
+        model=embeddings,
+        taste=taste,
+        appeal=appeal,
+        learned_taste=learned,
+        index=index,
+        index_id=0,
+    )
+    return CutState(
+        now_ts=float(now_ts),
+        population=population,
+        embeddings=embeddings,
+        embedding=embedding,
+        history=HistoryIndex(history),
+    )
+
+
+@dataclass
+class CandidateRows:
+    """Ranking rows from the served candidates of sampled viewers at a cut:
+    ``forward``, ``backward`` float32 [p, F] (both directions' features), ``y``
+    int8 [p] (the viewer liked them in the label window), ``mutual`` int8 [p]
+    (... and they liked the viewer, before or in the window), ``viewer`` int64
+    [p] user ids, ``row`` int64 [p] population rows, ``retrieved`` bool [p]
+    (found by a candidate source; the others were shown to the viewer)."""
+
+    forward: np.ndarray
+    backward: np.ndarray
+    y: np.ndarray
+    mutual: np.ndarray
+    viewer: np.ndarray
+    row: np.ndarray
+    retrieved: np.ndarray
+
+    @property
+    def p(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, rows: np.ndarray) -> CandidateRows:
+        return CandidateRows(
+            **{name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+        )
+
+
+def candidate_rows(
+    state: CutState,
+    labels: InteractionArrays,
+    *,
+    max_viewers: int,
+    max_rows: int,
+    seed: int,
+    impressions: InteractionArrays | None = None,
+) -> CandidateRows:
+    """Rows to train the ranking model on *who is chosen among the eligible*: for
+    each sampled viewer with a like in ``labels`` (interactions after the cut),
+    every candidate the served sources find at the cut (y = liked in the labels;
+    the unrated ones are implicit negatives), plus the members ``impressions``
+    (shown after the cut, as ``RecommendationLog`` has them; ``kind`` ignored)
+    showed them. Only what serving could rank is a row: a liked member that no
+    source retrieves is left out, since adding labelled pairs alone would teach
+    the model that "not retrieved" means "rated", hence liked. At most
+    ``max_viewers`` viewers and about ``max_rows`` rows (seeded)."""
+    rng = np.random.default_rng(seed)
+    population = state.population
+    positive = labels.select(labels.is_positive)
+    viewers = np.unique(positive.actor)
+    viewers = viewers[population.store.index_of(viewers) >= 0]
+    if viewers.shape[0] > max_viewers:
+        viewers = np.sort(rng.choice(viewers, size=max_viewers, replace=False))
+    by_viewer = HistoryIndex(labels)
+    shown = HistoryIndex(impressions) if impressions is not None else None
+    later_likes = np.unique(
+        labels.actor[labels.is_positive] * _KEY_SHIFT
+        + labels.target[labels.is_positive]
+    )
+    parts: list[tuple] = []
+    total = 0
+    for user_id in rng.permutation(viewers).tolist():
+        viewer = state.viewer(user_id)
+        context = viewer_context(
+            population,
+            viewer,
+            embedding=state.embedding,
+            today=state.today,
+            now_ts=state.now_ts,
+        )
+        candidates = candidates_for(
+            population, context, embedding=state.embedding, rng=rng
+        )
+        own = by_viewer.of(user_id)
+        own = own.select((own.actor == user_id) & own.is_positive)
+        liked = population.store.index_of(own.target)
+        rows = candidates.positions
+        if shown is not None:
+            seen = shown.of(user_id)
+            extra = population.store.index_of(seen.target[seen.actor == user_id])
+            extra = np.unique(extra[extra >= 0])
+            extra = extra[context.mask[extra] & ~np.isin(extra, rows)]
+            rows = np.concatenate([rows, extra])
+        X_forward, X_backward = pair_matrices(
+            population, context, rows, embedding=state.embedding
+        )
+        y = np.isin(rows, liked)
+        if not y.any():
+            continue  # every like of theirs is out of the filters: nothing to learn
+        liked_them_back = np.isin(population.store.user_id[rows], _likers_of(viewer))
+        later_back = np.isin(
+            population.store.user_id[rows] * _KEY_SHIFT + user_id, later_likes
+        )
+        mutual = y & (liked_them_back | later_back)
+        retrieved = np.arange(rows.shape[0]) < candidates.k
+        parts.append(
+            (
+                X_forward,
+                X_backward,
+                y,
+                mutual,
+                np.full(rows.shape, user_id),
+                rows,
+                retrieved,
+            )
+        )
+        total += rows.shape[0]
+        if total >= max_rows:
+            break
+    if not parts:
+        raise ValueError("no viewer with a like after the cut")
+    columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
+    return CandidateRows(
+        forward=columns[0],
+        backward=columns[1],
+        y=columns[2].astype(np.int8),
+        mutual=columns[3].astype(np.int8),
+        viewer=columns[4].astype(np.int64),
+        row=columns[5].astype(np.int64),
+        retrieved=columns[6],
+    )
+
+
+def _likers_of(viewer: ViewerState) -> np.ndarray:
+    history = viewer.history
+    return history.actor[(history.target == viewer.user_id) & history.is_positive]
+
+
+def labelled_pair_matrices(
+    state: CutState, viewer_ids: np.ndarray, cand_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, backward float32 [q, F], kept bool [p]): both directions'
+    features of the pairs (user ids int64 [p]) whose members are both in the
+    population, as of the cut (the same columns serving computes)."""
+    population = state.population
+    store = population.store
+    v, c = store.index_of(viewer_ids), store.index_of(cand_ids)
+    kept = (v >= 0) & (c >= 0)
+    v, c = v[kept], c[kept]
+    neighbours = np.column_stack(
+        [
+            *pair_neighbour_scores(population.graph, v, c),
+            *pair_neighbour_scores(population.seen, v, c),
+        ]
+    )
+    embedding = state.embedding
+    X = pair_features(
+        store,
+        np.concatenate([v, c]),
+        np.concatenate([c, v]),
+        taste=embedding.taste,
+        appeal=embedding.appeal,
+        neighbours=np.vstack([neighbours, neighbours[:, REVERSED_NEIGHBOURS]]),
+    )
+    q = v.shape[0]
+    return X[:q], X[q:], kept
+
+
+def model_scores(
+    model: RankingModel, forward: np.ndarray, backward: np.ndarray
+) -> np.ndarray:
+    """float64 [p] served stage-2 scores from both directions' feature rows."""
+    p = predict_scores(model, np.vstack([forward, backward]))
+    k = forward.shape[0]
+    return combine(p[:k], p[k:], getattr(model, "reciprocal_weight", 1.0))
 
 
 def evaluate_scores(
@@ -134,36 +411,29 @@ def evaluate_scores(
 
 
 def evaluate_ranking(
-    model: RankingModel,
-    store: FeatureStore,
-    taste: np.ndarray | None,
-    appeal: np.ndarray | None,
-    pairs: Pairs,
-    *,
-    k: int = DEFAULT_K,
+    model: RankingModel, state: CutState, pairs: Pairs, *, k: int = DEFAULT_K
 ) -> dict:
     """Holdout metrics of ``model`` on ``pairs`` (viewer ids, candidate ids, y; see
-    :func:`labelled_pairs`) with features from ``store`` and embeddings ``taste`` /
-    ``appeal`` (float32 [n, d] aligned with the store, or None): ``{"auc",
-    "log_loss", "precision@k", "recall@k", "ndcg@k", "groups", "rows"}``, ranking
-    metrics grouped by viewer. Use the same store, embeddings and pairs to compare two
-    models fairly (the auto-promotion gate)."""
-    if model.feature_version != store.feature_version:
+    :func:`labelled_pairs`) with features as of ``state``: ``{"auc",
+    "precision@k", "recall@k", "ndcg@k", "groups", "rows"}`` over the served
+    scores, grouped by viewer. Use the same state and pairs to compare two models
+    fairly (the auto-promotion gate)."""
+    if model.feature_version != state.population.store.feature_version:
         raise ValueError(
             f"model uses features {model.feature_version!r}, "
-            f"store has {store.feature_version!r}"
+            f"store has {state.population.store.feature_version!r}"
         )
     viewer_ids, cand_ids, y = pairs
-    X, kept = pair_rows(store, viewer_ids, cand_ids, taste=taste, appeal=appeal)
-    scores = predict_scores(model, X)
-    return evaluate_scores(viewer_ids[kept], y[kept], scores, k=k, probabilities=True)
+    forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
+    scores = model_scores(model, forward, backward)
+    return evaluate_scores(viewer_ids[kept], y[kept], scores, k=k)
 
 
 @dataclass
 class RankingStageResult:
     """What :func:`train_ranking_stage` produced. Unpacks as ``model, metrics``.
 
-    ``holdout_store``, ``holdout_embeddings`` and ``holdout_pairs`` are the holdout
+    ``holdout`` (the state at the holdout cut) and ``holdout_pairs`` are the holdout
     evaluation's inputs, to score another model (e.g. the active one) on exactly the
     same rows with :func:`evaluate_ranking`.
     """
@@ -171,13 +441,16 @@ class RankingStageResult:
     model: RankingModel
     metrics: dict
     split: Split
-    holdout_store: FeatureStore
-    holdout_embeddings: EmbeddingModel
+    holdout: CutState
     holdout_pairs: Pairs
     timings: dict = field(default_factory=dict)
 
     def __iter__(self):
         return iter((self.model, self.metrics))
+
+
+RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+DEFAULT_MAX_TRAIN_VIEWERS = 4_000
 
 
 def train_ranking_stage(
@@ -191,6 +464,8 @@ def train_ranking_stage(
     label_fraction: float = 0.15,
     validation_fraction: float = 0.2,
     max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS,
+    max_train_viewers: int = DEFAULT_MAX_TRAIN_VIEWERS,
+    impressions: InteractionArrays | None = None,
     k: int = DEFAULT_K,
     progress: Callable[[str], None] | None = None,
     threads: int | None = None,
@@ -198,22 +473,16 @@ def train_ranking_stage(
     """Train the ranking model on a time split and evaluate it on the holdout.
 
     1. :func:`time_split` of the interactions before ``now_ts`` (default: all).
-    2. Training rows: pairs labelled in ``[t_label, t_holdout)``, features from a
-       store and embeddings (``train_embeddings(**embedding_trainer_kwargs)``) built
-       on the history before ``t_label``. At most ``max_train_rows`` rows, a seeded
-       uniform sample when there are more (recorded in the metrics). The last
-       ``validation_fraction`` of them by time validate (model selection and
-       calibration in :func:`train_ranking`).
-    3. Holdout: pairs from ``t_holdout`` on, store and embeddings rebuilt on the
-       history before ``t_holdout``; the model, a popularity baseline (score = the
-       candidate's likes received in the last 14 days), the raw embedding affinity
-       and random scores are all evaluated on the same rows.
-
-    ``metrics`` holds the model's holdout ``auc``, ``log_loss``, ``precision@k``,
-    ``recall@k``, ``ndcg@k`` and ``baseline_popularity``, ``baseline_random``,
-    ``baseline_embedding`` (same keys without log loss), row counts, cut times,
-    the candidates' validation metrics and stage timings. ``threads``: see
-    :func:`train_ranking`; ``progress`` is called with a stage name as each begins.
+    2. Training rows (:func:`candidate_rows`): at ``t_label``, the served
+       candidates of viewers who liked someone in ``[t_label, t_holdout)``, with
+       features, embeddings and the like graph of the history before ``t_label``;
+       y = liked in the window. A seeded ``validation_fraction`` of the viewers
+       validate: model selection by NDCG@k per viewer, calibration, and the
+       reciprocal weight (``RECIPROCAL_WEIGHTS``, by NDCG@k of likes plus NDCG@k of
+       mutual likes).
+    3. Holdout: the state rebuilt at ``t_holdout``; the served scores of the
+       labelled pairs from ``t_holdout`` on (like vs dislike AUC, ranking among
+       the rated pairs) beside popularity, embedding affinity and random scores.
     """
     report = progress or (lambda stage: None)
     kwargs = {"seed": seed, **(embedding_trainer_kwargs or {})}
@@ -235,69 +504,93 @@ def train_ranking_stage(
     lap("split")
 
     report("training features")
-    store, embeddings = _store_and_embeddings(
-        members, split.history_for_training, split.t_label, kwargs, vocabulary=None
+    state = cut_state(
+        members, split.history_for_training, split.t_label, kwargs, exact_index=True
     )
-    lap("training_features_and_embeddings")
-    viewer_ids, cand_ids, y = labelled_pairs(split.training_labels)
-    ts = split.training_labels.ts
-    available = viewer_ids.shape[0]
+    lap("training_state")
+    report("training rows (served candidates)")
+    rows = candidate_rows(
+        state,
+        split.training_labels,
+        max_viewers=max_train_viewers,
+        max_rows=max_train_rows,
+        seed=seed,
+        impressions=impressions,
+    )
+    del state
+    viewers = np.unique(rows.viewer)
+    window = split.training_labels
+    training_likes = int(np.isin(window.actor[window.is_positive], viewers).sum())
     rng = np.random.default_rng(seed)
-    if available > max_train_rows:
-        chosen = np.sort(rng.choice(available, size=max_train_rows, replace=False))
-        viewer_ids, cand_ids, y, ts = (a[chosen] for a in (viewer_ids, cand_ids, y, ts))
-    X, kept = pair_rows(
-        store, viewer_ids, cand_ids, taste=embeddings.taste, appeal=embeddings.appeal
+    valid_viewers = rng.choice(
+        viewers,
+        size=max(1, int(round(validation_fraction * viewers.shape[0]))),
+        replace=False,
     )
-    y, ts = y[kept], ts[kept]
-    by_time = np.argsort(ts, kind="stable")
-    cut = int(np.floor((1 - validation_fraction) * by_time.shape[0]))
-    train_rows, valid_rows = by_time[:cut], by_time[cut:]
+    in_valid = np.isin(rows.viewer, valid_viewers)
+    if in_valid.all():  # one viewer: validate on their rows too
+        in_valid = np.zeros_like(in_valid)
+    train, valid = (
+        rows.take(np.flatnonzero(~in_valid)),
+        rows.take(np.flatnonzero(in_valid)),
+    )
+    if not in_valid.any() or np.unique(valid.y).shape[0] < 2:
+        valid = train
     lap("training_rows")
 
     report("ranking model")
     model, candidates = train_ranking(
-        X[train_rows],
-        y[train_rows],
-        X[valid_rows],
-        y[valid_rows],
+        train.forward,
+        train.y,
+        valid.forward,
+        valid.y,
         seed=seed,
         threads=threads,
+        groups_valid=valid.viewer,
     )
-    del X
+    p = predict_scores(model, np.vstack([valid.forward, valid.backward]))
+    half = valid.p
+    choice = {}
+    for weight in RECIPROCAL_WEIGHTS:
+        scores = combine(p[:half], p[half:], weight)
+        choice[weight] = ndcg_at_k(valid.viewer, valid.y, scores, k) + np.nan_to_num(
+            ndcg_at_k(valid.viewer, valid.mutual, scores, k)
+        )
+    model.reciprocal_weight = float(max(choice, key=choice.get))
+    model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
     lap("ranking_fit")
 
     report("holdout features")
-    holdout_store, holdout_embeddings = _store_and_embeddings(
-        members, split.history_for_holdout, split.t_holdout, kwargs, store.vocabulary
-    )
-    lap("holdout_features_and_embeddings")
+    holdout = cut_state(members, split.history_for_holdout, split.t_holdout, kwargs)
+    lap("holdout_state")
 
     report("holdout evaluation")
     holdout_pairs = labelled_pairs(split.holdout_labels)
-    metrics = _holdout_metrics(
-        model, holdout_store, holdout_embeddings, holdout_pairs, k=k, seed=seed
-    )
+    metrics = _holdout_metrics(model, holdout, holdout_pairs, k=k, seed=seed)
     lap("holdout_evaluation")
     metrics.update(
         model_type=model.model_type,
         feature_version=FEATURE_VERSION,
-        train_rows=int(train_rows.shape[0]),
-        validation_rows=int(valid_rows.shape[0]),
-        labelled_training_pairs=int(available),
-        sampled_training_pairs=bool(available > max_train_rows),
+        train_rows=int(train.p),
+        validation_rows=int(valid.p),
+        training_viewers=int(viewers.shape[0]),
+        training_positives=int(rows.y.sum()),
+        training_likes=int(training_likes),
+        training_likes_retrieved=float(rows.y.sum() / max(training_likes, 1)),
+        labelled_training_pairs=int(split.training_labels.m),
+        reciprocal_weight=model.reciprocal_weight,
+        reciprocal_weight_validation={str(w): v for w, v in choice.items()},
         t_label=split.t_label,
         t_holdout=split.t_holdout,
         candidates=candidates,
-        embedding_hyperparameters=embeddings.hyperparameters,
+        embedding_hyperparameters=holdout.embeddings.hyperparameters,
         timings=timings,
     )
     return RankingStageResult(
         model=model,
         metrics=json_safe(metrics),
         split=split,
-        holdout_store=holdout_store,
-        holdout_embeddings=holdout_embeddings,
+        holdout=holdout,
         holdout_pairs=holdout_pairs,
         timings=timings,
     )
@@ -308,7 +601,7 @@ def json_safe(value):
     and numpy scalars by Python ones: storable in a JSON column (PostgreSQL's jsonb
     rejects NaN)."""
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     if isinstance(value, np.generic):
@@ -318,46 +611,19 @@ def json_safe(value):
     return value
 
 
-def _store_and_embeddings(
-    members: MemberArrays,
-    history: InteractionArrays,
-    now_ts: float,
-    embedding_kwargs: dict,
-    vocabulary: tuple[str, ...] | None,
-) -> tuple[FeatureStore, EmbeddingModel]:
-    store = build_feature_store(members, history, now_ts=now_ts, vocabulary=vocabulary)
-    embeddings = train_embeddings(
-        members.user_id,
-        history,
-        content_vectors(store),
-        vocabulary=store.vocabulary,
-        **embedding_kwargs,
-    )
-    return store, embeddings
-
-
 def _holdout_metrics(
-    model: RankingModel,
-    store: FeatureStore,
-    embeddings: EmbeddingModel,
-    pairs: Pairs,
-    *,
-    k: int,
-    seed: int,
+    model: RankingModel, state: CutState, pairs: Pairs, *, k: int, seed: int
 ) -> dict:
     viewer_ids, cand_ids, y = pairs
-    X, kept = pair_rows(
-        store, viewer_ids, cand_ids, taste=embeddings.taste, appeal=embeddings.appeal
-    )
+    forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
     groups, y = viewer_ids[kept], y[kept]
-    metrics = evaluate_scores(
-        groups, y, predict_scores(model, X), k=k, probabilities=True
-    )
+    metrics = evaluate_scores(groups, y, model_scores(model, forward, backward), k=k)
+    store = state.population.store
     cand_idx = store.index_of(cand_ids[kept])
     viewer_idx = store.index_of(viewer_ids[kept])
-    popularity = store.likes_received_recent[cand_idx].astype(np.float64)
+    popularity = store.likes_received[cand_idx].astype(np.float64)
     affinity = np.einsum(
-        "ij,ij->i", embeddings.taste[viewer_idx], embeddings.appeal[cand_idx]
+        "ij,ij->i", state.embedding.taste[viewer_idx], state.embedding.appeal[cand_idx]
     )
     random = np.random.default_rng(seed).random(y.shape[0])
     metrics["holdout_rows"] = int(y.shape[0])

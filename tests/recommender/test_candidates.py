@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from accounts.models import Gender
-from recommender.candidates import SOURCES, Candidates, interest_jaccard
+from recommender.ml.candidates import SOURCES, Candidates, interest_jaccard
 from tests.accounts.factories import member
 from tests.recommender.serving_fixtures import open_members, years_ago
 
@@ -58,6 +58,8 @@ def test_merged_candidates_carry_every_source_that_found_them():
         jaccard=np.zeros(2, np.float32),
         affinity=np.zeros(2, np.float32),
         reciprocal=np.zeros(2, np.float32),
+        neighbours=np.zeros((2, 4), np.float32),
+        liked_you=np.zeros(2, bool),
         score=np.zeros(2, np.float32),
     )
 

@@ -16,9 +16,9 @@ from interactions.models import Interaction
 from recommender.filters import (
     member_facts_load,
     pair_allowed,
-    population_mask,
     viewer_load,
 )
+from recommender.ml.filters import population_mask
 from tests.accounts.factories import member
 from tests.recommender.serving_fixtures import (
     MUNICH,
@@ -223,7 +223,9 @@ def test_the_mask_and_the_database_check_agree_on_random_members(engine):
     disagreements = []
     for viewer_user in users:
         viewer = viewer_load(user_id=viewer_user.pk)
-        mask = population_mask(population.filters, viewer, today=today)
+        mask = population_mask(
+            population.filters, viewer.members, viewer.excluded, today=today
+        )
         for candidate in users:
             row = population.store.index_of(np.array([candidate.pk]))[0]
             by_mask = bool(mask[row])

@@ -12,7 +12,9 @@ from accounts.demo import demo_members, demo_seed
 from accounts.models import Profile
 from config.api import ApplicationError
 from recommender import serving
-from recommender.filters import pair_allowed, population_mask, viewer_load
+from recommender.filters import pair_allowed, viewer_load
+from recommender.ml.filters import population_mask
+from recommender.ml.recommend import viewer_store_build
 from recommender.ml import synthetic
 from recommender.serving import STRATEGIES, Arm, arm_for
 from registry.models import IndexArtifact, ModelKind
@@ -101,7 +103,9 @@ def test_the_viewer_row_is_built_like_the_members_in_memory(engine, trained):
     population = engine._state.bundle.population
     row = int(population.store.index_of(np.array([user.pk]))[0])
 
-    fresh = serving.viewer_store_build(viewer_load(user_id=user.pk), population)
+    fresh = viewer_store_build(
+        viewer_load(user_id=user.pk), population, now_ts=population.loaded_at
+    )
 
     for name in (
         "gender",
@@ -112,7 +116,9 @@ def test_the_viewer_row_is_built_like_the_members_in_memory(engine, trained):
         "n_received",
         "like_rate_given",
         "like_rate_received",
+        "likes_received",
         "likes_received_recent",
+        "received_recent",
         "interest_bits",
     ):
         assert np.array_equal(
@@ -308,8 +314,9 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media):
         result = engine.recommendations_compute(user=user, limit=limit)
         assert result.strategy == "full"
         population = engine._state.bundle.population
+        viewer = viewer_load(user_id=user.pk)
         mask = population_mask(
-            population.filters, viewer_load(user_id=user.pk), today=dt.date.today()
+            population.filters, viewer.members, viewer.excluded, today=dt.date.today()
         )
         pool = [index_of[int(i)] for i in population.store.user_id[mask]]
         if len(pool) < 4 * limit:

@@ -1,20 +1,31 @@
-"""Stage 1 of serving: the members held in memory and the candidate sources.
+"""Stage 1: the members held in memory and the candidate sources.
 
-A :class:`Population` is every member as of the last load, with the feature store
-built by the training code (``build_feature_store``), the filter columns and a
-popularity order. An :class:`Embedding` aligns one embedding version (and the FAISS
-index of that version) with the population's rows. :func:`candidates_generate` runs
-the sources over the viewer's filter mask and merges them, each candidate tagged
-with every source that produced it:
+A :class:`Population` is every member as of a time (the serving load, or a cut of
+the training and evaluation time split), with the feature store built by
+``build_feature_store``, the filter columns, the like graph and popularity orders.
+An :class:`Embedding` aligns one embedding version (and the FAISS index of that
+version) with the population's rows. :func:`candidates_generate` runs the sources
+over the viewer's filter mask and merges them, each candidate tagged with every
+source that produced it:
 
+* ``liked_you``: members who liked the viewer and await an answer (most recent
+  first) — in a reciprocal setting the strongest single signal there is;
+* ``neighbours``: item-kNN over the like graph (``recommender.ml.graph``), the best
+  of forward (liked by those who liked whom you liked) and backward (they like
+  people like you) scores — works where a factorisation of a sparse graph fails;
 * ``collaborative``: FAISS search of the viewer's learned taste vector over the
   appeal vectors (over-fetched, then masked);
 * ``content``: interest overlap (Jaccard) over the mask, plus, for a viewer with no
   learned taste, the FAISS search with their content-based taste (cold start);
-* ``popular``: most likes received in the last 14 days among the mask;
+* ``popular``: most likes received in the last 14 days, and of all time;
+* ``newcomers``: the members who joined closest to the viewer's own joining when
+  the viewer is new (people who join together — one event, one campaign — meet),
+  else the newest members: they have no history for the other sources to find;
 * ``explore``: a small random slice of the mask.
 
-Everything is vectorised over the population; nothing queries the database.
+Everything is vectorised over the population; nothing queries the database, and
+serving, the ranking model's training rows and the offline evaluation all call
+these same functions.
 """
 
 from __future__ import annotations
@@ -24,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.filters import FilterArrays, filter_arrays_build
 from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.embeddings import (
     EmbeddingModel,
@@ -32,15 +42,36 @@ from recommender.ml.embeddings import (
     embed_from_content,
 )
 from recommender.ml.features import FeatureStore, build_feature_store
+from recommender.ml.filters import FilterArrays, filter_arrays_build
+from recommender.ml.graph import (
+    LikeGraph,
+    NeighbourScores,
+    like_graph_build,
+    neighbour_scores,
+)
 from recommender.ml.index import search
 
-SOURCES = ("collaborative", "content", "popular", "explore")
-COLLABORATIVE, CONTENT, POPULAR, EXPLORE = (1 << i for i in range(len(SOURCES)))
+SOURCES = (
+    "collaborative",
+    "content",
+    "popular",
+    "explore",
+    "liked_you",
+    "neighbours",
+    "newcomers",
+)
+COLLABORATIVE, CONTENT, POPULAR, EXPLORE, LIKED_YOU, NEIGHBOURS, NEWCOMERS = (
+    1 << i for i in range(len(SOURCES))
+)
 
 COLLABORATIVE_WANT = 200
 CONTENT_WANT = 150
-POPULAR_WANT = 60
+POPULAR_WANT = 50  # of each order: recent and all-time
 EXPLORE_WANT = 20
+LIKED_YOU_WANT = 200
+NEIGHBOURS_WANT = 200
+NEWCOMERS_WANT = 100
+NEW_MEMBER_DAYS = 14.0
 OVERFETCH = 4
 MAX_SEARCH_K = 4096
 
@@ -49,14 +80,21 @@ MAX_SEARCH_K = 4096
 class Population:
     """The members held in memory (``n`` rows sorted by user id): ``members``
     (the loaded ``MemberArrays``), ``store`` (their ``FeatureStore``), ``filters``
-    (their ``FilterArrays``), ``popularity_order`` int64 [n] (rows by recent likes
-    received, most first), ``popularity`` float32 [n] in [0, 1] (log-scaled recent
-    likes received) and ``loaded_at`` (unix seconds)."""
+    (their ``FilterArrays``), ``graph`` (their ``LikeGraph`` of likes), ``seen``
+    (the same over every interaction, any kind: who is around and rated by whom),
+    ``popularity_order``
+    and ``all_time_order`` int64 [n] (rows by likes received in the last 14 days /
+    ever, most first), ``popularity`` float32 [n] in [0, 1] (log-scaled recent
+    likes received) and ``loaded_at`` (unix seconds, the time the features
+    describe)."""
 
     members: MemberArrays
     store: FeatureStore
     filters: FilterArrays
+    graph: LikeGraph
+    seen: LikeGraph
     popularity_order: np.ndarray
+    all_time_order: np.ndarray
     popularity: np.ndarray
     loaded_at: float
 
@@ -69,25 +107,36 @@ def population_build(
     members: MemberArrays,
     interactions: InteractionArrays,
     *,
-    inactive_user_ids: np.ndarray,
+    inactive_user_ids: np.ndarray | None = None,
     vocabulary: tuple[str, ...] | None,
     now_ts: float | None = None,
 ) -> Population:
-    """The population of ``members`` with features from ``interactions`` (the same
-    ``build_feature_store`` as training; ``vocabulary`` = the embedding model's, so
-    the interest bits mean what its content projection expects)."""
-    now_ts = time.time() if now_ts is None else now_ts
+    """The population of ``members`` as of ``now_ts`` (default: now) with features
+    and the like graph from the ``interactions`` before it (the same
+    ``build_feature_store`` as training; ``vocabulary`` = the embedding model's,
+    so the interest bits mean what its content projection expects)."""
+    now_ts = time.time() if now_ts is None else float(now_ts)
     store = build_feature_store(
         members, interactions, now_ts=now_ts, vocabulary=vocabulary
     )
+    history = interactions.select(interactions.ts < now_ts)
+    actor, target = store.index_of(history.actor), store.index_of(history.target)
+    known = (actor >= 0) & (target >= 0)
+    liked = known & history.is_positive
+    graph = like_graph_build(store.n, actor[liked], target[liked])
+    seen = like_graph_build(store.n, actor[known], target[known])
     recent = store.likes_received_recent.astype(np.float64)
     popularity = np.log1p(recent) / max(np.log1p(recent.max(initial=0.0)), 1e-9)
     order = np.lexsort((-store.like_rate_received, -recent)).astype(np.int64)
+    all_time = np.lexsort((-recent, -store.likes_received)).astype(np.int64)
     return Population(
         members=members,
         store=store,
         filters=filter_arrays_build(members, inactive_user_ids=inactive_user_ids),
+        graph=graph,
+        seen=seen,
         popularity_order=order,
+        all_time_order=all_time,
         popularity=popularity.astype(np.float32),
         loaded_at=now_ts,
     )
@@ -175,7 +224,9 @@ def viewer_vectors(
 class Candidates:
     """Merged candidates: ``positions`` int64 [k] population rows (unique),
     ``tags`` uint8 [k] source bits (:data:`SOURCES`), ``jaccard``, ``affinity``,
-    ``reciprocal`` float32 [k] (taste/appeal cosines, 0 without an embedding) and
+    ``reciprocal`` float32 [k] (taste/appeal cosines, 0 without an embedding),
+    ``neighbours`` float32 [k, 4] (the viewer's graph scores,
+    ``recommender.ml.features.NEIGHBOUR_COLUMNS``), ``liked_you`` bool [k] and
     ``score`` float32 [k], the candidate score used when nothing ranks them."""
 
     positions: np.ndarray
@@ -183,6 +234,8 @@ class Candidates:
     jaccard: np.ndarray
     affinity: np.ndarray
     reciprocal: np.ndarray
+    neighbours: np.ndarray
+    liked_you: np.ndarray
     score: np.ndarray
 
     @property
@@ -202,10 +255,74 @@ def interest_jaccard(bits: np.ndarray, viewer_bits: np.ndarray) -> np.ndarray:
     return (overlap / np.maximum(union, 1)).astype(np.float32)
 
 
+@dataclass
+class ViewerSignals:
+    """What the viewer's own fresh interactions say, in population rows: the rows
+    they liked (``liked`` int64), the rows that liked them and await an answer,
+    most recent first (``likers`` int64), and their neighbour scores over the
+    like graph (``forward``, ``backward``) and over every interaction
+    (``seen_forward``, ``seen_backward``; see ``recommender.ml.graph``)."""
+
+    liked: np.ndarray
+    likers: np.ndarray
+    forward: NeighbourScores
+    backward: NeighbourScores
+    seen_forward: NeighbourScores
+    seen_backward: NeighbourScores
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [k, 4] the scores of population ``rows`` (int64 [k]), columns
+        ``recommender.ml.features.NEIGHBOUR_COLUMNS``."""
+        return np.stack(
+            [
+                self.forward.at(rows),
+                self.backward.at(rows),
+                self.seen_forward.at(rows),
+                self.seen_backward.at(rows),
+            ],
+            axis=1,
+        )
+
+
+def viewer_signals(
+    population: Population, user_id: int, history: InteractionArrays
+) -> ViewerSignals:
+    """The viewer's :class:`ViewerSignals` from ``history`` (every interaction
+    they gave or received, fresh)."""
+    given = history.actor == user_id
+    liked = population.store.index_of(history.target[given & history.is_positive])
+    answered = history.target[given]
+    received = (history.target == user_id) & history.is_positive
+    received &= ~np.isin(history.actor, answered)
+    order = np.argsort(-history.ts[received], kind="stable")
+    likers = population.store.index_of(history.actor[received][order])
+    all_likers = population.store.index_of(
+        history.actor[(history.target == user_id) & history.is_positive]
+    )
+    liked, likers = liked[liked >= 0], likers[likers >= 0]
+    forward, backward = neighbour_scores(
+        population.graph, liked, all_likers[all_likers >= 0]
+    )
+    rated = population.store.index_of(answered)
+    raters = population.store.index_of(history.actor[history.target == user_id])
+    seen_forward, seen_backward = neighbour_scores(
+        population.seen, rated[rated >= 0], raters[raters >= 0]
+    )
+    return ViewerSignals(
+        liked=liked,
+        likers=likers,
+        forward=forward,
+        backward=backward,
+        seen_forward=seen_forward,
+        seen_backward=seen_backward,
+    )
+
+
 def candidates_generate(
     population: Population,
     mask: np.ndarray,
     viewer_store: FeatureStore,
+    signals: ViewerSignals,
     *,
     embedding: Embedding | None,
     viewer_taste: np.ndarray | None,
@@ -214,11 +331,24 @@ def candidates_generate(
     rng: np.random.Generator,
 ) -> Candidates:
     """Run every source over ``mask`` (bool [n], the allowed population rows) and
-    merge them. ``viewer_store`` is the viewer's fresh one-row store; with an
-    ``embedding`` and the viewer's vectors, the FAISS source runs (tagged
-    collaborative for a learned taste, content otherwise)."""
+    merge them. ``viewer_store`` is the viewer's fresh one-row store, ``signals``
+    their :func:`viewer_signals`; with an ``embedding`` and the viewer's vectors,
+    the FAISS source runs (tagged collaborative for a learned taste, content
+    otherwise)."""
     found: list[tuple[np.ndarray, int]] = []
     allowed = np.flatnonzero(mask)
+    likers = signals.likers[mask[signals.likers]]
+    if likers.size:
+        found.append((likers[:LIKED_YOU_WANT], LIKED_YOU))
+    found.append(
+        (_neighbour_source(signals.forward, signals.backward, mask), NEIGHBOURS)
+    )
+    found.append(
+        (
+            _neighbour_source(signals.seen_forward, signals.seen_backward, mask),
+            NEIGHBOURS,
+        )
+    )
     if (
         embedding is not None
         and embedding.index is not None
@@ -232,17 +362,43 @@ def candidates_generate(
         # Ties (many share 1-2 interests) go to the more popular.
         ranked = jaccard + 1e-3 * population.popularity[allowed]
         found.append((allowed[_top(ranked, CONTENT_WANT)], CONTENT))
-        order = population.popularity_order
-        found.append((order[mask[order]][:POPULAR_WANT], POPULAR))
+        for order in (population.popularity_order, population.all_time_order):
+            found.append((order[mask[order]][:POPULAR_WANT], POPULAR))
+        found.append((_newcomers(population, allowed, viewer_store), NEWCOMERS))
         size = min(EXPLORE_WANT, allowed.size)
         found.append((rng.choice(allowed, size=size, replace=False), EXPLORE))
-    if not found:
-        return _merge(
-            population, [], viewer_store, embedding, viewer_taste, viewer_appeal
-        )
     return _merge(
-        population, found, viewer_store, embedding, viewer_taste, viewer_appeal
+        population, found, viewer_store, signals, embedding, viewer_taste, viewer_appeal
     )
+
+
+def _newcomers(
+    population: Population, allowed: np.ndarray, viewer_store: FeatureStore
+) -> np.ndarray:
+    """The allowed rows who joined closest to the viewer (a new viewer) or to
+    now (anyone else), closest first."""
+    viewer_joined = float(viewer_store.created_ts[0])
+    anchor = viewer_joined
+    if viewer_store.account_age_days[0] >= NEW_MEMBER_DAYS:
+        anchor = float(population.store.now_ts)
+    gap = np.abs(population.store.created_ts[allowed] - anchor)
+    return allowed[_top(-gap, NEWCOMERS_WANT)]
+
+
+def _neighbour_source(
+    forward: NeighbourScores, backward: NeighbourScores, mask: np.ndarray
+) -> np.ndarray:
+    """The allowed rows with the best neighbour scores, forward and backward each
+    normalised by its maximum, best first."""
+    rows = np.union1d(forward.rows, backward.rows)
+    rows = rows[mask[rows]]
+    if not rows.size:
+        return rows
+    forward, backward = forward.at(rows), backward.at(rows)
+    score = forward / max(float(forward.max()), 1e-9) + backward / max(
+        float(backward.max()), 1e-9
+    )
+    return rows[_top(score, NEIGHBOURS_WANT)]
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -272,7 +428,7 @@ def _faiss_source(
 
 
 def _merge(
-    population, found, viewer_store, embedding, viewer_taste, viewer_appeal
+    population, found, viewer_store, signals, embedding, viewer_taste, viewer_appeal
 ) -> Candidates:
     if found:
         positions = np.concatenate([rows for rows, _ in found]).astype(np.int64)
@@ -287,7 +443,7 @@ def _merge(
     )
     tags = np.zeros(unique.shape[0], dtype=np.uint8)
     np.bitwise_or.at(tags, inverse, bits)
-    # Keep the order in which sources found them (collaborative first, best first).
+    # Keep the order in which sources found them (liked-you first, best first).
     order = np.argsort(first, kind="stable")
     unique, tags = unique[order], tags[order]
 
@@ -295,21 +451,32 @@ def _merge(
         population.store.interest_bits[unique], viewer_store.interest_bits[0]
     )
     popularity = population.popularity[unique]
+    neighbour_scores_ = signals.at(unique)
+    forward, backward = neighbour_scores_[:, 0], neighbour_scores_[:, 1]
+    liked_you = (tags & LIKED_YOU) > 0
+    neighbours = np.sqrt(
+        forward
+        / max(float(forward.max(initial=0.0)), 1e-9)
+        * (backward / max(float(backward.max(initial=0.0)), 1e-9))
+    )
     if embedding is not None and viewer_taste is not None:
         affinity = embedding.appeal[unique] @ viewer_taste
         reciprocal = embedding.taste[unique] @ viewer_appeal
         mutual = np.sqrt(
             np.clip((1 + affinity) / 2, 0, 1) * np.clip((1 + reciprocal) / 2, 0, 1)
         )
-        score = 0.6 * mutual + 0.25 * jaccard + 0.15 * popularity
+        score = 0.4 * mutual + 0.2 * neighbours + 0.2 * jaccard + 0.2 * popularity
     else:
         affinity = reciprocal = np.zeros(unique.shape[0], dtype=np.float32)
-        score = 0.6 * jaccard + 0.4 * popularity
+        score = 0.3 * neighbours + 0.4 * jaccard + 0.3 * popularity
+    score = score + liked_you  # someone who liked you first: a likely match
     return Candidates(
         positions=unique,
         tags=tags,
         jaccard=jaccard,
         affinity=affinity.astype(np.float32),
         reciprocal=reciprocal.astype(np.float32),
+        neighbours=neighbour_scores_,
+        liked_you=liked_you,
         score=score.astype(np.float32),
     )
