@@ -22,8 +22,25 @@ logger = logging.getLogger(__name__)
 UNAVAILABLE_RETRY_AFTER = 5
 
 
+def query_integer(request, name: str, *, default: int, maximum: int | None = None):
+    """The query parameter ``name`` as a whole number from 1 (to ``maximum``), or
+    ``default`` when absent. Present but empty (``?page=``), not a whole number or
+    out of range: a 400 naming it, as the schema (an integer, minimum 1) says."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    # Plain ASCII digits only: int() would also take " 5", "+5", "1_0" and "١".
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if value < 1 or (maximum is not None and value > maximum):
+        upper = f" to {maximum}" if maximum is not None else " or more"
+        raise exceptions.ValidationError(
+            {name: [f"Must be a whole number from 1{upper}."]}
+        )
+    return value
+
+
 class StandardPagination(PageNumberPagination):
-    """``?page=`` and ``?page_size=`` (1..100); a bad ``page_size`` is a 400 naming
+    """``?page=`` and ``?page_size=`` (1..100); a bad or empty value is a 400 naming
     it, not silently the default."""
 
     page_size = 20
@@ -31,22 +48,15 @@ class StandardPagination(PageNumberPagination):
     max_page_size = 100
 
     def get_page_size(self, request):
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None or raw == "":
-            return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if not 1 <= size <= self.max_page_size:
-            raise exceptions.ValidationError(
-                {
-                    self.page_size_query_param: [
-                        f"Must be an integer from 1 to {self.max_page_size}."
-                    ]
-                }
-            )
-        return size
+        return query_integer(
+            request,
+            self.page_size_query_param,
+            default=self.page_size,
+            maximum=self.max_page_size,
+        )
+
+    def get_page_number(self, request, paginator):
+        return query_integer(request, self.page_query_param, default=1)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

@@ -3,6 +3,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Gender, Preferences, Profile
+from config.fields import (
+    JsonBooleanField,
+    JsonCharField,
+    JsonFloatField,
+    JsonIntegerField,
+)
 
 MAX_INTEREST_LENGTH = 40
 # Upper bound on what is read before normalisation (deduplication may shrink it).
@@ -17,57 +23,53 @@ class PreferencesInputSerializer(serializers.Serializer):
     seeking_genders = serializers.ListField(
         child=serializers.ChoiceField(choices=Gender.choices),
         allow_empty=False,
+        # Also stated in the schema (minItems), where allow_empty is not.
+        min_length=1,
         max_length=10,
         required=False,
     )
-    min_age = serializers.IntegerField(**AGE_LIMITS, required=False)
-    max_age = serializers.IntegerField(**AGE_LIMITS, required=False)
-    max_distance_km = serializers.IntegerField(
+    min_age = JsonIntegerField(**AGE_LIMITS, required=False)
+    max_age = JsonIntegerField(**AGE_LIMITS, required=False)
+    max_distance_km = JsonIntegerField(
         min_value=1, max_value=20_000, allow_null=True, required=False
     )
 
 
 class ProfileFieldsInputSerializer(serializers.Serializer):
-    display_name = serializers.CharField(max_length=80)
+    display_name = JsonCharField(max_length=80)
     birth_date = serializers.DateField()
     gender = serializers.ChoiceField(choices=Gender.choices)
-    city = serializers.CharField(max_length=120, allow_blank=True, required=False)
-    latitude = serializers.FloatField(
+    city = JsonCharField(max_length=120, allow_blank=True, required=False)
+    latitude = JsonFloatField(
         min_value=-90, max_value=90, allow_null=True, required=False
     )
-    longitude = serializers.FloatField(
+    longitude = JsonFloatField(
         min_value=-180, max_value=180, allow_null=True, required=False
     )
-    bio = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+    bio = JsonCharField(max_length=2000, allow_blank=True, required=False)
     interests = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_INTEREST_LENGTH, allow_blank=True),
+        child=JsonCharField(max_length=MAX_INTEREST_LENGTH, allow_blank=True),
         max_length=MAX_RAW_INTERESTS,
         required=False,
     )
 
 
 class AccountCreateInputSerializer(ProfileFieldsInputSerializer):
-    username = serializers.CharField(
-        max_length=150, validators=[UnicodeUsernameValidator()]
-    )
-    password = serializers.CharField(
-        max_length=128, write_only=True, trim_whitespace=False
-    )
+    username = JsonCharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    password = JsonCharField(max_length=128, write_only=True, trim_whitespace=False)
     preferences = PreferencesInputSerializer(required=False)
 
 
 class ProfileUpdateInputSerializer(ProfileFieldsInputSerializer):
     """Used with ``partial=True``: every field is optional."""
 
-    is_visible = serializers.BooleanField(required=False)
+    is_visible = JsonBooleanField(required=False)
     preferences = PreferencesInputSerializer(required=False)
 
 
 class TokenCreateInputSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(
-        max_length=128, write_only=True, trim_whitespace=False
-    )
+    username = JsonCharField(max_length=150)
+    password = JsonCharField(max_length=128, write_only=True, trim_whitespace=False)
 
 
 # --- Output -----------------------------------------------------------------------

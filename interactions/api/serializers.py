@@ -2,17 +2,32 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Profile
+from config.fields import JsonIntegerField
 from interactions.models import Interaction, InteractionKind, Match
 
 MAX_USER_ID = 2**63 - 1
 
 
 # --- Input ------------------------------------------------------------------------
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {},
+        "nullable": True,
+        "description": "Free-form JSON object (at most 4 KB), e.g. source, "
+        "position, request_id, device; null is the same as {}.",
+    }
+)
+class ContextField(serializers.JSONField):
+    """Any JSON to DRF; the schema says what the service accepts: an object or
+    null."""
+
+
 class InteractionCreateInputSerializer(serializers.Serializer):
-    target = serializers.IntegerField(min_value=1, max_value=MAX_USER_ID)
+    target = JsonIntegerField(min_value=1, max_value=MAX_USER_ID)
     kind = serializers.ChoiceField(choices=InteractionKind.choices)
     # Shape and size are checked by the service (a JSON object of at most 4 KB).
-    context = serializers.JSONField(required=False, allow_null=True, default=dict)
+    context = ContextField(required=False, allow_null=True, default=dict)
 
 
 class InteractionFilterSerializer(serializers.Serializer):

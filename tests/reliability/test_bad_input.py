@@ -76,8 +76,6 @@ def test_out_of_range_or_garbage_limits_are_400_naming_limit(client, limit, engi
         "/api/v1/profiles/%F0%9F%92%94/",
         "/api/v1/no-such-endpoint/",
         f"{INTERACTIONS}?page={10**30}",
-        f"{INTERACTIONS}?page=-1",
-        f"{INTERACTIONS}?page=abc",
     ],
 )
 def test_unknown_ids_pages_and_urls_are_json_404s(client, path):
@@ -97,10 +95,19 @@ def test_bad_targets_are_400_naming_target(client, target):
     assert "target" in body["fields"]
 
 
-@pytest.mark.parametrize("page_size", ["0", "-5", "101", "abc", str(10**30), "1.5"])
+@pytest.mark.parametrize(
+    "page_size", ["0", "-5", "101", "abc", str(10**30), "1.5", "", " 5", "1_0"]
+)
 def test_bad_page_sizes_are_400_naming_page_size(client, page_size):
     body = assert_json_error(client.get(f"{INTERACTIONS}?page_size={page_size}"), 400)
     assert "page_size" in body["fields"]
+
+
+# Not an integer >= 1 (the schema's page) is bad input; a page past the end is a 404.
+@pytest.mark.parametrize("page", ["0", "-1", "abc", "", "1.5", "+1", "١", "last"])
+def test_bad_pages_are_400_naming_page(client, page):
+    body = assert_json_error(client.get(f"{INTERACTIONS}?page={page}"), 400)
+    assert "page" in body["fields"]
 
 
 @pytest.mark.parametrize(
