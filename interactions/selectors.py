@@ -27,17 +27,27 @@ def interaction_list_given(
 
 
 def match_list_active(*, user: User) -> QuerySet[Match]:
-    """The member's active matches with active members, newest first.
+    """The member's active matches with members who are active and visible, newest
+    first.
 
-    Both sides' profiles are fetched with the matches, so listing them costs one
-    query per page.
+    A match with someone who hid their profile (or was deactivated) is left out
+    while they are, as their profile is; it is back when they show it again. Both
+    sides' profiles are fetched with the matches, so listing them costs one query
+    per page.
     """
     return (
         Match.objects.filter(
-            Q(user_low=user) | Q(user_high=user),
+            Q(
+                user_low=user,
+                user_high__is_active=True,
+                user_high__profile__is_visible=True,
+            )
+            | Q(
+                user_high=user,
+                user_low__is_active=True,
+                user_low__profile__is_visible=True,
+            ),
             ended_at__isnull=True,
-            user_low__is_active=True,
-            user_high__is_active=True,
         )
         .select_related("user_low__profile", "user_high__profile")
         .order_by("-matched_at", "-pk")

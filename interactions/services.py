@@ -161,8 +161,9 @@ def interaction_record(
     dislike or a block ends an active match. Both members' rows are locked for the
     duration, so simultaneous requests about the same pair are applied one after the
     other: exactly one row, exactly one match. Raises ``ApplicationError`` naming the
-    field for an unknown kind, oneself, an unknown or inactive target, a target who
-    blocked the actor (reported exactly like an unknown target) or a bad context.
+    field for an unknown kind, oneself, an unknown, inactive or hidden target, a
+    target who blocked the actor (both reported exactly like an unknown target) or
+    a bad context.
     """
     if kind not in InteractionKind.values:
         choices = ", ".join(InteractionKind.values)
@@ -173,11 +174,13 @@ def interaction_record(
 
     users = _lock_pair(actor_id=actor.pk, target_id=target_id)
     target = users.get(target_id)
-    # Only members (users with a profile) can be liked: not staff-only accounts.
+    # Only visible members can be acted on: not staff-only accounts (no profile),
+    # not a member who hid their profile, and the answer is the one for an id that
+    # names nobody, so hiding cannot be told apart from not existing.
     if (
         target is None
         or not target.is_active
-        or not Profile.objects.filter(pk=target_id).exists()
+        or not Profile.objects.filter(pk=target_id, is_visible=True).exists()
     ):
         raise ApplicationError(UNKNOWN_TARGET, field="target")
     blocked_by_target = Interaction.objects.filter(
