@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 
 from accounts.models import Preferences, Profile, User
 
@@ -16,11 +18,66 @@ class PreferencesInline(admin.StackedInline):
     verbose_name_plural = "preferences"
 
 
+# What grants power: only superusers may set these, on anyone (themselves included).
+POWER_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def _is_staff_account(user: User) -> bool:
+    return user.is_staff or user.is_superuser
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    """Support staff with ``change_user`` edit members; only superusers hand out
+    power (permissions, groups, the staff and superuser flags) or change another
+    staff account, whose new password would be a way into its permissions."""
+
     inlines = [ProfileInline, PreferencesInline]
     list_display = ["id", "username", "email", "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email", "profile__display_name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += [field for field in POWER_FIELDS if field not in readonly]
+        return readonly
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if not self._may_touch(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if not self._may_touch(request, obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @staticmethod
+    def _may_touch(request, obj) -> bool:
+        return (
+            obj is None
+            or request.user.is_superuser
+            or obj.pk == request.user.pk
+            or not _is_staff_account(obj)
+        )
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """A group is a bundle of permissions: only superusers create or edit one (a
+    member of a group with ``change_group`` could otherwise grant it anything)."""
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
 
 
 @admin.register(Profile)
