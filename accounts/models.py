@@ -3,13 +3,22 @@ from datetime import date
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 class User(AbstractUser):
     """A member (or a staff user). Custom from the first migration."""
 
+    # API tokens issued before this moment are no longer valid (a password change
+    # signs the member out of every client).
+    password_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+
+    def set_password(self, raw_password):
+        super().set_password(raw_password)
+        self.password_changed_at = timezone.now()
 
 
 class Gender(models.TextChoices):

@@ -1,5 +1,11 @@
 """Reads of the accounts app."""
 
+import datetime as dt
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
 from accounts.models import Profile, User
 from interactions.selectors import block_exists_between
 
@@ -38,3 +44,14 @@ def profile_get_public(*, viewer: User, user_id: int) -> Profile | None:
     if block_exists_between(user_id=viewer.pk, other_id=profile.user_id):
         return None
     return profile
+
+
+def auth_token_is_current(*, token: Token) -> bool:
+    """Whether ``token`` may still authenticate: issued within the token lifetime
+    (``KINDRED["AUTH_TOKEN_TTL_HOURS"]``, 0 for no limit) and not before its
+    member's latest password change. Reads ``token.user`` as loaded with it."""
+    hours = settings.KINDRED["AUTH_TOKEN_TTL_HOURS"]
+    if hours and token.created < timezone.now() - dt.timedelta(hours=hours):
+        return False
+    changed = token.user.password_changed_at
+    return changed is None or token.created >= changed

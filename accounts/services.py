@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Gender, Preferences, Profile, User, age_on
+from accounts.selectors import auth_token_is_current
 from config.api import ApplicationError
 from recommender.cache import recommendations_cache_invalidate
 
@@ -187,7 +188,9 @@ def account_create(
 
 
 def auth_token_obtain(*, username: str, password: str) -> str:
-    """Return the API token of the member with these credentials, creating it once.
+    """Return the API token of the member with these credentials: their current one,
+    or a new one when they have none or it has expired or predates their latest
+    password change.
 
     Raises ``ApplicationError`` for wrong credentials or an inactive account, without
     saying which part was wrong.
@@ -195,10 +198,20 @@ def auth_token_obtain(*, username: str, password: str) -> str:
     user = authenticate(username=username, password=password)
     if user is None:
         raise ApplicationError("Unable to log in with the provided credentials.")
+    # The user as stored (not as authenticate() left it in memory: a password hash
+    # upgrade on log-in sets a new hash, which is not a password change).
+    current = Token.objects.select_related("user").filter(user=user).first()
+    if current is not None and not auth_token_is_current(token=current):
+        current.delete()
     # get_or_create retries the read when a parallel log-in created the token first.
     token, _ = Token.objects.get_or_create(user=user)
     profile_touch(user_id=user.pk)
     return token.key
+
+
+def auth_token_revoke(*, user: User) -> None:
+    """Log the member out of the API: their token stops working at once."""
+    Token.objects.filter(user=user).delete()
 
 
 def profile_touch(*, user_id: int) -> None:

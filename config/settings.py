@@ -233,7 +233,9 @@ STORAGES = {
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's token, with an end: KINDRED["AUTH_TOKEN_TTL_HOURS"], a password
+        # change, or DELETE /api/v1/auth/token/ (log-out).
+        "accounts.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -294,6 +296,9 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- Kindred --------------------------------------------------------------------
 KINDRED = {
+    # API tokens stop working this long after log-in (0: never); a password
+    # change or a log-out ends them at once.
+    "AUTH_TOKEN_TTL_HOURS": env.int("AUTH_TOKEN_TTL_HOURS", default=720),
     # Serving processes re-read the registry generation at most this often.
     "REGISTRY_POLL_SECONDS": env.float("REGISTRY_POLL_SECONDS", default=3.0),
     "AUTO_PROMOTE": env.bool("AUTO_PROMOTE", default=False),

@@ -1,6 +1,6 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotAuthenticated, NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,10 +14,12 @@ from accounts.api.serializers import (
     TokenCreateInputSerializer,
     TokenOutputSerializer,
 )
+from accounts.authentication import ExpiringTokenAuthentication
 from accounts.selectors import profile_get_own, profile_get_public
 from accounts.services import (
     account_create,
     auth_token_obtain,
+    auth_token_revoke,
     profile_touch,
     profile_update,
 )
@@ -47,10 +49,22 @@ class AccountCreateApi(APIView):
 
 
 class TokenCreateApi(APIView):
+    """``POST``: log in (anonymous, throttled). ``DELETE``: log out, with the token
+    being revoked (authenticated by that token, checked in the handler because the
+    log-in must not be refused for a stale ``Authorization`` header)."""
+
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = [CacheTolerantScopedRateThrottle]
     throttle_scope = "token"
+
+    def get_throttles(self):
+        # Log-in attempts are rate limited; logging out is not.
+        return super().get_throttles() if self.request.method == "POST" else []
+
+    def get_authenticate_header(self, request):
+        # A refused log-out is a 401 with "WWW-Authenticate: Token", not a 403.
+        return ExpiringTokenAuthentication().authenticate_header(request)
 
     @extend_schema(
         request=TokenCreateInputSerializer,
@@ -62,6 +76,19 @@ class TokenCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         token = auth_token_obtain(**serializer.validated_data)
         return Response(TokenOutputSerializer({"token": token}).data)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        auth=[{"tokenAuth": []}],
+        description="Log out: the token used for this call stops working.",
+    )
+    def delete(self, request):
+        authenticated = ExpiringTokenAuthentication().authenticate(request)
+        if authenticated is None:
+            raise NotAuthenticated()
+        auth_token_revoke(user=authenticated[0])
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ProfileMeApi(APIView):
