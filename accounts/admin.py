@@ -1,9 +1,17 @@
+from django import forms
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
+from rest_framework.exceptions import Throttled
 
 from accounts.models import Preferences, Profile, User
+from accounts.services import (
+    login_failure_record,
+    login_failures_clear,
+    login_lockout_check,
+)
 
 
 class ProfileInline(admin.StackedInline):
@@ -101,3 +109,29 @@ class ProfileAdmin(admin.ModelAdmin):
     @admin.display(description="age", ordering="-birth_date")
     def age(self, profile: Profile) -> int:
         return profile.age
+
+
+class LockoutAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin login, refused for an account after ``LOGIN_MAX_FAILURES`` failed
+    attempts within ``LOGIN_LOCKOUT_SECONDS`` (from any address): the admin is
+    staff-only, so every account tried here is worth guessing."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        try:
+            login_lockout_check(username=username)
+        except Throttled:
+            raise forms.ValidationError(
+                "Too many failed log-ins for this account; try again later.",
+                code="locked",
+            ) from None
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError:
+            login_failure_record(username=username)
+            raise
+        login_failures_clear(username=username)
+        return cleaned
+
+
+admin.site.login_form = LockoutAdminAuthenticationForm

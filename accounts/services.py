@@ -1,21 +1,28 @@
 """Writes of the accounts app: sign-up, log-in tokens, profile and preferences."""
 
 import datetime as dt
+import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
+from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Gender, Preferences, Profile, User, age_on
 from accounts.selectors import auth_token_is_current
 from config.api import ApplicationError
 from recommender.cache import recommendations_cache_invalidate
+
+logger = logging.getLogger(__name__)
 
 MINIMUM_AGE = 18
 MAXIMUM_AGE = 120
@@ -195,9 +202,18 @@ def auth_token_obtain(*, username: str, password: str) -> str:
     Raises ``ApplicationError`` for wrong credentials or an inactive account, without
     saying which part was wrong.
     """
+    staff = User.objects.filter(
+        Q(is_staff=True) | Q(is_superuser=True), username=username
+    ).exists()
+    if staff:
+        login_lockout_check(username=username)
     user = authenticate(username=username, password=password)
     if user is None:
+        if staff:
+            login_failure_record(username=username)
         raise ApplicationError("Unable to log in with the provided credentials.")
+    if staff:
+        login_failures_clear(username=username)
     # The user as stored (not as authenticate() left it in memory: a password hash
     # upgrade on log-in sets a new hash, which is not a password change).
     current = Token.objects.select_related("user").filter(user=user).first()
@@ -207,6 +223,50 @@ def auth_token_obtain(*, username: str, password: str) -> str:
     token, _ = Token.objects.get_or_create(user=user)
     profile_touch(user_id=user.pk)
     return token.key
+
+
+def _login_failures_key(username: str) -> str:
+    digest = hashlib.sha256(username.casefold().encode()).hexdigest()
+    return f"login-failures:{digest}"
+
+
+def login_lockout_check(*, username: str) -> None:
+    """Raise ``Throttled`` (429, ``Retry-After``) while ``username`` has had
+    ``KINDRED["LOGIN_MAX_FAILURES"]`` failed log-ins within the lockout period.
+
+    The count lives in the cache; with the cache away it is not enforced (logged),
+    like the throttles.
+    """
+    limits = settings.KINDRED
+    try:
+        failures = cache.get(_login_failures_key(username), 0)
+    except Exception:  # noqa: BLE001 - any cache client error: fail open
+        logger.warning("login failure count unavailable", exc_info=True)
+        return
+    if failures >= limits["LOGIN_MAX_FAILURES"]:
+        raise exceptions.Throttled(
+            wait=limits["LOGIN_LOCKOUT_SECONDS"],
+            detail="Too many failed log-ins for this account; try again later.",
+        )
+
+
+def login_failure_record(*, username: str) -> None:
+    """Count one failed log-in for ``username``; the count expires
+    ``LOGIN_LOCKOUT_SECONDS`` after the latest failure."""
+    key = _login_failures_key(username)
+    seconds = settings.KINDRED["LOGIN_LOCKOUT_SECONDS"]
+    try:
+        cache.set(key, cache.get(key, 0) + 1, timeout=seconds)
+    except Exception:  # noqa: BLE001 - any cache client error: fail open
+        logger.warning("login failure not counted", exc_info=True)
+
+
+def login_failures_clear(*, username: str) -> None:
+    """Forget ``username``'s failed log-ins (after a successful one)."""
+    try:
+        cache.delete(_login_failures_key(username))
+    except Exception:  # noqa: BLE001 - any cache client error: fail open
+        logger.warning("login failures not cleared", exc_info=True)
 
 
 def auth_token_revoke(*, user: User) -> None:

@@ -299,6 +299,11 @@ KINDRED = {
     # API tokens stop working this long after log-in (0: never); a password
     # change or a log-out ends them at once.
     "AUTH_TOKEN_TTL_HOURS": env.int("AUTH_TOKEN_TTL_HOURS", default=720),
+    # Password guessing against staff accounts (admin login, and the token endpoint
+    # for staff): after this many failures for one account within the lockout
+    # period, that account's log-ins are refused until the period has passed.
+    "LOGIN_MAX_FAILURES": env.int("LOGIN_MAX_FAILURES", default=5),
+    "LOGIN_LOCKOUT_SECONDS": env.int("LOGIN_LOCKOUT_SECONDS", default=900),
     # Serving processes re-read the registry generation at most this often.
     "REGISTRY_POLL_SECONDS": env.float("REGISTRY_POLL_SECONDS", default=3.0),
     "AUTO_PROMOTE": env.bool("AUTO_PROMOTE", default=False),
