@@ -30,7 +30,7 @@ from recommender.ml.data import (
     InteractionArrays,
     MemberArrays,
 )
-from recommender.models import UserEmbedding, UserFeatures
+from recommender.models import RecommendationLog, UserEmbedding, UserFeatures
 
 CHUNK_ROWS = 20_000
 BULK_BATCH_SIZE = 5_000
@@ -159,6 +159,31 @@ def interactions_load(
         actor=np.asarray(actor, dtype=np.int64),
         target=np.asarray(target, dtype=np.int64),
         kind=np.asarray(kind, dtype=np.int8),
+        ts=np.asarray(ts, dtype=np.float64),
+    )
+
+
+def impressions_load(
+    *, created_after: dt.datetime, created_before: dt.datetime | None = None
+) -> InteractionArrays:
+    """The impressions (``RecommendationLog``) of a time window as interaction
+    arrays: ``actor`` = the member shown, ``target`` = whom they were shown,
+    ``kind`` 0 (ignored), ``ts`` the showing; one row per showing. The ranking
+    model's training takes those left without a verdict as negatives."""
+    rows = RecommendationLog.objects.order_by().filter(created_at__gte=created_after)
+    if created_before is not None:
+        rows = rows.filter(created_at__lt=created_before)
+    actor, target, ts = [], [], []
+    for a, t, c in rows.values_list("user_id", "shown_user_id", "created_at").iterator(
+        chunk_size=CHUNK_ROWS
+    ):
+        actor.append(a)
+        target.append(t)
+        ts.append(c.timestamp())
+    return InteractionArrays(
+        actor=np.asarray(actor, dtype=np.int64),
+        target=np.asarray(target, dtype=np.int64),
+        kind=np.zeros(len(actor), dtype=np.int8),
         ts=np.asarray(ts, dtype=np.float64),
     )
 

@@ -525,6 +525,11 @@ def index_rebuild(*, progress: Progress | None = None) -> IndexRebuild:
 # --- stage 4: ranking --------------------------------------------------------------
 
 
+# Impressions of the last days are read for the ranking model's training rows
+# (shown, then no verdict: a negative); older label windows go without.
+IMPRESSIONS_TRAINING_DAYS = 30
+
+
 def ranking_train(
     *, run_id: int, data: RunData | None = None, progress: Progress | None = None
 ) -> MLModel:
@@ -540,12 +545,17 @@ def ranking_train(
     started = time.monotonic()
     with _HeartbeatThread(run_id):
         data = data or run_data_load(run=run)
+        impressions = db.impressions_load(
+            created_after=run.started_at - timedelta(days=IMPRESSIONS_TRAINING_DAYS),
+            created_before=run.started_at,
+        )
         result = train_ranking_stage(
             data.members,
             data.interactions,
             {"dim": settings.KINDRED["EMBEDDING_DIM"], "seed": SEED},
             data.now_ts,
             SEED,
+            impressions=impressions,
             progress=progress,
         )
         gate = _compare_with_active(result)
@@ -617,13 +627,7 @@ def _compare_with_active(result) -> dict:
     from recommender.ml import pipeline
 
     def holdout_scores(model) -> dict:
-        scores = pipeline.evaluate_ranking(
-            model,
-            result.holdout_store,
-            result.holdout_embeddings.taste,
-            result.holdout_embeddings.appeal,
-            result.holdout_pairs,
-        )
+        scores = pipeline.evaluate_ranking(model, result.holdout, result.holdout_pairs)
         return {key: scores.get(key) for key in ("auc", "ndcg@10")}
 
     new = holdout_scores(result.model)

@@ -61,6 +61,7 @@ from recommender.ml.pipeline import (
     cut_state,
     json_safe,
     model_scores,
+    state_with_index,
     time_split,
     train_ranking_stage,
 )
@@ -238,7 +239,9 @@ def fit_at_cut(
             progress=report,
             threads=config.threads,
         )
-        split, model, state = stage.split, stage.model, stage.holdout
+        split, model = stage.split, stage.model
+        report("holdout index")
+        state = state_with_index(stage.holdout)
     else:
         split = time_split(
             interactions,

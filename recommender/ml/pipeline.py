@@ -21,6 +21,7 @@ everything before it: what a model serving at ``t_holdout`` would have known.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -179,17 +180,23 @@ class CutState:
         )
 
 
+INDEX_CHOICES = ("serving", "exact", "none")
+
+
 def cut_state(
     members: MemberArrays,
     history: InteractionArrays,
     now_ts: float,
     embedding_kwargs: dict,
     *,
-    exact_index: bool = False,
+    index: str = "serving",
 ) -> CutState:
     """The :class:`CutState` at ``now_ts`` from the interactions before it.
-    ``exact_index``: a flat (exact) index whatever the size — the training rows'
-    candidates; otherwise the index serving would build for this many members."""
+    ``index``: "serving" = the index serving would build for this many members,
+    "exact" = a flat one whatever the size (the training rows' candidates), "none"
+    = no index (no FAISS source; scoring labelled pairs needs none)."""
+    if index not in INDEX_CHOICES:
+        raise ValueError(f"index must be one of {INDEX_CHOICES}")
     history = history.before(now_ts)
     store = build_feature_store(members, history, now_ts=now_ts)
     embeddings = train_embeddings(
@@ -203,10 +210,6 @@ def cut_state(
         members, history, vocabulary=store.vocabulary, now_ts=now_ts
     )
     taste, appeal, learned = embedding_align(embeddings, population)
-    threshold = {"exact_threshold": 1 << 62} if exact_index else {}
-    index, _ = build_index(
-        vectors_for_index(embeddings), embeddings.user_id, **threshold
-    )
     embedding = Embedding(
         model_id=0,
         version=0,
@@ -214,16 +217,26 @@ def cut_state(
         taste=taste,
         appeal=appeal,
         learned_taste=learned,
-        index=index,
-        index_id=0,
     )
-    return CutState(
+    state = CutState(
         now_ts=float(now_ts),
         population=population,
         embeddings=embeddings,
         embedding=embedding,
         history=HistoryIndex(history),
     )
+    return state if index == "none" else state_with_index(state, exact=index == "exact")
+
+
+def state_with_index(state: CutState, *, exact: bool = False) -> CutState:
+    """``state`` with a FAISS index over its embeddings' appeal vectors (flat with
+    ``exact``, else as serving builds one for this many members)."""
+    threshold = {"exact_threshold": 1 << 62} if exact else {}
+    built, _ = build_index(
+        vectors_for_index(state.embeddings), state.embeddings.user_id, **threshold
+    )
+    embedding = dataclasses.replace(state.embedding, index=built, index_id=0)
+    return dataclasses.replace(state, embedding=embedding)
 
 
 @dataclass
@@ -505,10 +518,12 @@ def train_ranking_stage(
 
     report("training features")
     state = cut_state(
-        members, split.history_for_training, split.t_label, kwargs, exact_index=True
+        members, split.history_for_training, split.t_label, kwargs, index="exact"
     )
     lap("training_state")
     report("training rows (served candidates)")
+    if impressions is not None:
+        impressions = impressions.between(split.t_label, split.t_holdout)
     rows = candidate_rows(
         state,
         split.training_labels,
@@ -561,7 +576,9 @@ def train_ranking_stage(
     lap("ranking_fit")
 
     report("holdout features")
-    holdout = cut_state(members, split.history_for_holdout, split.t_holdout, kwargs)
+    holdout = cut_state(
+        members, split.history_for_holdout, split.t_holdout, kwargs, index="none"
+    )
     lap("holdout_state")
 
     report("holdout evaluation")
