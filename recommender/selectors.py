@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Profile, User
 from config.api import ApplicationError
-from interactions.models import POSITIVE_KINDS, Interaction, Match
+from interactions.models import POSITIVE_KINDS, Interaction, InteractionKind, Match
 from recommender.cache import recommendations_cache_key
 from recommender.models import RecommendationLog
 
@@ -138,8 +138,12 @@ def recommendations_get(
     ``recommendations_cache_key`` (which interactions and profile edits delete) and
     records the serving generation it was computed under: a promotion, rollback or
     index rebuild changes the generation and so retires every entry without deleting
-    any. A cache outage is logged and the answer computed. Raises ``ApplicationError``
-    (404) for an account without a member profile (e.g. staff).
+    any. Every hit is re-checked against the database (:func:`recommendable_ids`,
+    one query): a member blocked, hidden, deactivated or deleted since the entry
+    was computed is left out even when the invalidation that should have removed the
+    entry never reached the cache. A cache outage is logged and the answer computed.
+    Raises ``ApplicationError`` (404) for an account without a member profile (e.g.
+    staff).
 
     A computation first claims the entry with a token and stores its answer only if
     the claim is still there: an invalidation that lands while it computes (the
@@ -153,7 +157,9 @@ def recommendations_get(
     generation = str(serving.serving_generation())
     entry = member_cache.get()
     cached = _is_entry(entry) and entry["generation"] == generation
-    if not cached:
+    if cached:
+        results = _still_showable(viewer_id=user.pk, results=entry["results"])
+    else:
         if not Profile.objects.filter(pk=user.pk).exists():
             raise ApplicationError(NO_PROFILE, status_code=404)
         claim = {"claim": uuid.uuid4().hex}
@@ -165,10 +171,11 @@ def recommendations_get(
         # way) could never be a hit: not worth a write.
         if entry["generation"] == generation and member_cache.get() == claim:
             member_cache.set(entry, _cache_seconds(entry["strategy"]))
+        results = entry["results"]
     _count_cache(hit=cached)
     return RecommendationPage(
         request_id=request_id,
-        results=entry["results"][:limit],
+        results=results[:limit],
         strategy=entry["strategy"],
         model_versions=entry["model_versions"],
         experiment=entry["experiment"],
@@ -176,6 +183,47 @@ def recommendations_get(
         cached=cached,
         created_at=timezone.now(),
     )
+
+
+def recommendable_ids(*, viewer_id: int, user_ids: list[int]) -> set[int]:
+    """Of ``user_ids``, the members ``viewer_id`` may still be shown, as far as
+    blocks, verdicts and visibility go: an existing, active member with a visible
+    profile, whom the viewer has not acted on (any kind, a block included) and who
+    has not blocked the viewer. One query, on primary keys and the interaction
+    indexes (``(actor, target)`` unique, ``(target, kind)``).
+
+    Preferences are not re-checked here: they change only with an edit that
+    invalidates the member's own entry.
+    """
+    acted_on = Interaction.objects.filter(actor_id=viewer_id, target_id=OuterRef("pk"))
+    blocked_viewer = Interaction.objects.filter(
+        actor_id=OuterRef("pk"), target_id=viewer_id, kind=InteractionKind.BLOCK
+    )
+    return set(
+        Profile.objects.filter(pk__in=user_ids, is_visible=True, user__is_active=True)
+        .exclude(Exists(acted_on))
+        .exclude(Exists(blocked_viewer))
+        .values_list("pk", flat=True)
+    )
+
+
+def _still_showable(*, viewer_id: int, results: list[dict]) -> list[dict]:
+    """A cached answer without the members who may no longer be shown, ranks
+    renumbered so that ``rank`` stays the position shown (impressions record it).
+
+    Deleting the entry is not enough to keep blocks, hidden profiles and closed
+    accounts out: the deletion is lost when the cache is unreachable at that moment
+    (a hung Redis), and a member who hides their profile or whose account is closed
+    invalidates only their own entry, not the entries of everyone shown them.
+    """
+    ids = [result["user_id"] for result in results]
+    if not ids:
+        return results
+    allowed = recommendable_ids(viewer_id=viewer_id, user_ids=ids)
+    if len(allowed) == len(ids):
+        return results
+    kept = (result for result in results if result["user_id"] in allowed)
+    return [{**result, "rank": rank} for rank, result in enumerate(kept, start=1)]
 
 
 def _count_cache(*, hit: bool) -> None:

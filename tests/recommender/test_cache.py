@@ -2,9 +2,13 @@ import logging
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from accounts.models import User
 from recommender.cache import (
     recommendations_cache_invalidate,
     recommendations_cache_key,
@@ -227,3 +231,126 @@ def test_a_redis_that_refuses_connections_does_not_fail_the_request(
     assert first.status_code == second.status_code == 200
     assert len(second.json()["results"]) == 4
     assert len(engine.calls) == 2
+
+
+# --- a hit never shows whom the database says not to (issue 13 #4, #5) -------------
+
+
+@pytest.fixture
+def hung_cache_deletes():
+    """Every cache deletion times out, as with a Redis that accepts and never
+    answers: the invalidation of an interaction is lost (and logged). ``undo()``:
+    Redis answers again."""
+
+    def hung(*args, **kwargs):
+        raise RedisTimeoutError("Timeout reading from socket")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache, "delete", hung)
+        yield patch
+
+
+def _shown(response) -> list[int]:
+    return [result["user_id"] for result in response.json()["results"]]
+
+
+def _assert_ranks_are_positions(response) -> None:
+    ranks = [result["rank"] for result in response.json()["results"]]
+    assert ranks == list(range(1, len(ranks) + 1))
+
+
+def test_a_block_whose_invalidation_was_lost_is_not_served_from_the_cache(
+    engine, client_for, viewer, hung_cache_deletes, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    first = _shown(client.get(URL))
+    blocker, blocked = first[2], first[5]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        # Someone the viewer was shown blocks them, and the viewer blocks someone.
+        assert (
+            client_for(User.objects.get(pk=blocker))
+            .post(
+                reverse("interaction-list"),
+                {"target": viewer.pk, "kind": "block"},
+                format="json",
+            )
+            .status_code
+            == 201
+        )
+        assert (
+            client.post(
+                reverse("interaction-list"),
+                {"target": blocked, "kind": "block"},
+                format="json",
+            ).status_code
+            == 201
+        )
+    hung_cache_deletes.undo()  # Redis answers again; the entry is still there.
+    again = client.get(URL)
+
+    assert again["X-Cache"] == "hit"
+    assert _shown(again) == [pk for pk in first if pk not in (blocker, blocked)]
+    _assert_ranks_are_positions(again)
+
+
+def test_a_like_whose_invalidation_was_lost_is_not_shown_again(
+    engine, client_for, viewer, hung_cache_deletes, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    liked = _shown(client.get(URL))[0]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("interaction-list"),
+            {"target": liked, "kind": "like"},
+            format="json",
+        )
+    hung_cache_deletes.undo()
+
+    assert liked not in _shown(client.get(URL))
+
+
+def test_a_member_who_hides_their_profile_leaves_others_cached_answers(
+    engine, client_for, viewer, django_capture_on_commit_callbacks
+):
+    client = client_for(viewer)
+    first = _shown(client.get(URL))
+    hider = User.objects.get(pk=first[0])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        hidden = client_for(hider).patch(
+            reverse("profile-me"), {"is_visible": False}, format="json"
+        )
+    assert hidden.status_code == 200
+    again = client.get(URL, {"limit": 5})
+
+    assert again["X-Cache"] == "hit"
+    assert _shown(again) == first[1:6]
+    assert hider.profile.display_name not in again.content.decode()
+    _assert_ranks_are_positions(again)
+
+
+def test_deactivated_and_deleted_members_leave_others_cached_answers(
+    engine, client_for, viewer
+):
+    client = client_for(viewer)
+    first = _shown(client.get(URL))
+    User.objects.filter(pk=first[1]).update(is_active=False)
+    User.objects.get(pk=first[3]).delete()
+
+    again = client.get(URL)
+
+    assert again["X-Cache"] == "hit"
+    assert _shown(again) == [pk for pk in first if pk not in (first[1], first[3])]
+    _assert_ranks_are_positions(again)
+
+
+def test_the_check_of_a_hit_is_one_query(engine, client_for, viewer):
+    client = client_for(viewer)
+    client.get(URL)
+    with CaptureQueriesContext(connection) as hit:
+        assert client.get(URL)["X-Cache"] == "hit"
+
+    sql = [query["sql"] for query in hit.captured_queries]
+    assert len([q for q in sql if "interactions_interaction" in q]) == 1
