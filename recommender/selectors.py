@@ -2,12 +2,13 @@
 impressions, and the A/B report computed from them."""
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
     Count,
     DateTimeField,
@@ -23,7 +24,7 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from config.api import ApplicationError
 from interactions.models import POSITIVE_KINDS, Interaction, InteractionKind, Match
-from recommender.cache import recommendations_cache_key
+from recommender.cache import recommendations_cache, recommendations_cache_key
 from recommender.models import RecommendationLog
 
 logger = logging.getLogger(__name__)
@@ -80,13 +81,14 @@ class _MemberCache:
     def __init__(self, user_id: int):
         self.user_id = user_id
         self.key = recommendations_cache_key(user_id=user_id)
+        self.cache = recommendations_cache()
         self.available = True
 
     def get(self):
         if not self.available:
             return None
         try:
-            return cache.get(self.key)
+            return self.cache.get(self.key)
         except Exception:  # noqa: BLE001 - the cache is optional; compute instead
             self._unavailable()
             return None
@@ -95,7 +97,7 @@ class _MemberCache:
         if not self.available:
             return
         try:
-            cache.set(self.key, value, timeout)
+            self.cache.set(self.key, value, timeout)
         except Exception:  # noqa: BLE001
             self._unavailable()
 
@@ -158,7 +160,9 @@ def recommendations_get(
     entry = member_cache.get()
     cached = _is_entry(entry) and entry["generation"] == generation
     if cached:
-        results = _still_showable(viewer_id=user.pk, results=entry["results"])
+        results = _still_showable(
+            viewer_id=user.pk, results=entry["results"], limit=limit
+        )
     else:
         if not Profile.objects.filter(pk=user.pk).exists():
             raise ApplicationError(NO_PROFILE, status_code=404)
@@ -171,11 +175,11 @@ def recommendations_get(
         # way) could never be a hit: not worth a write.
         if entry["generation"] == generation and member_cache.get() == claim:
             member_cache.set(entry, _cache_seconds(entry["strategy"]))
-        results = entry["results"]
+        results = entry["results"][:limit]
     _count_cache(hit=cached)
     return RecommendationPage(
         request_id=request_id,
-        results=results[:limit],
+        results=results,
         strategy=entry["strategy"],
         model_versions=entry["model_versions"],
         experiment=entry["experiment"],
@@ -194,35 +198,59 @@ def recommendable_ids(*, viewer_id: int, user_ids: list[int]) -> set[int]:
 
     Preferences are not re-checked here: they change only with an edit that
     invalidates the member's own entry.
+
+    Plain SQL: it runs on every cache hit, where the ORM took ~3 ms to compile the
+    two ``Exists`` (raw: ~1 ms, measured at 50,000 members).
     """
-    acted_on = Interaction.objects.filter(actor_id=viewer_id, target_id=OuterRef("pk"))
-    blocked_viewer = Interaction.objects.filter(
-        actor_id=OuterRef("pk"), target_id=viewer_id, kind=InteractionKind.BLOCK
-    )
-    return set(
-        Profile.objects.filter(pk__in=user_ids, is_visible=True, user__is_active=True)
-        .exclude(Exists(acted_on))
-        .exclude(Exists(blocked_viewer))
-        .values_list("pk", flat=True)
+    user_ids = [int(pk) for pk in user_ids]
+    if not user_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _recommendable_sql(len(user_ids)),
+            [*user_ids, viewer_id, viewer_id, InteractionKind.BLOCK.value],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@functools.lru_cache(maxsize=MAX_LIMIT + 1)
+def _recommendable_sql(count: int) -> str:
+    quote = connection.ops.quote_name
+    profile, user = quote(Profile._meta.db_table), quote(User._meta.db_table)
+    interaction = quote(Interaction._meta.db_table)
+    placeholders = ", ".join(["%s"] * count)
+    return (
+        f"SELECT p.user_id FROM {profile} p JOIN {user} u ON u.id = p.user_id "
+        f"WHERE p.user_id IN ({placeholders}) AND p.is_visible AND u.is_active "
+        f"AND NOT EXISTS (SELECT 1 FROM {interaction} i "
+        "WHERE i.actor_id = %s AND i.target_id = p.user_id) "
+        f"AND NOT EXISTS (SELECT 1 FROM {interaction} i "
+        "WHERE i.target_id = %s AND i.actor_id = p.user_id AND i.kind = %s)"
     )
 
 
-def _still_showable(*, viewer_id: int, results: list[dict]) -> list[dict]:
-    """A cached answer without the members who may no longer be shown, ranks
-    renumbered so that ``rank`` stays the position shown (impressions record it).
+def _still_showable(*, viewer_id: int, results: list[dict], limit: int) -> list[dict]:
+    """The first ``limit`` of a cached answer without the members who may no longer
+    be shown, ranks renumbered so that ``rank`` stays the position shown
+    (impressions record it).
 
     Deleting the entry is not enough to keep blocks, hidden profiles and closed
     accounts out: the deletion is lost when the cache is unreachable at that moment
     (a hung Redis), and a member who hides their profile or whose account is closed
     invalidates only their own entry, not the entries of everyone shown them.
+
+    Only the page served is checked; the rest of the entry only when the page lost
+    someone (so the page is still filled up to ``limit``).
     """
-    ids = [result["user_id"] for result in results]
-    if not ids:
-        return results
-    allowed = recommendable_ids(viewer_id=viewer_id, user_ids=ids)
-    if len(allowed) == len(ids):
-        return results
-    kept = (result for result in results if result["user_id"] in allowed)
+    page = results[:limit]
+    page_ids = {result["user_id"] for result in page}
+    allowed = recommendable_ids(viewer_id=viewer_id, user_ids=list(page_ids))
+    if len(allowed) == len(page_ids):
+        return page
+    rest_ids = [result["user_id"] for result in results[limit:]]
+    if rest_ids:
+        allowed |= recommendable_ids(viewer_id=viewer_id, user_ids=rest_ids)
+    kept = [result for result in results if result["user_id"] in allowed][:limit]
     return [{**result, "rank": rank} for rank, result in enumerate(kept, start=1)]
 
 

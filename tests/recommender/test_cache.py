@@ -1,6 +1,10 @@
+import json
 import logging
+import os
+import pickle
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -10,6 +14,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from accounts.models import User
 from recommender.cache import (
+    REDIS_BACKEND,
+    JSONSerializer,
+    recommendations_cache,
     recommendations_cache_invalidate,
     recommendations_cache_key,
 )
@@ -162,14 +169,14 @@ def test_a_full_answer_is_cached_longer_than_a_degraded_one(
     engine, viewer, monkeypatch
 ):
     timeouts = []
-    real_set = cache.set
+    real_set = recommendations_cache().set
 
     def spy(key, value, timeout=None, **kwargs):
         if "results" in value:
             timeouts.append(timeout)
         return real_set(key, value, timeout, **kwargs)
 
-    monkeypatch.setattr(cache, "set", spy)
+    monkeypatch.setattr(recommendations_cache(), "set", spy)
     recommendations_get(user=viewer, limit=5)
     engine.strategy = "unranked"
     engine.generation = "g2"
@@ -187,8 +194,8 @@ def test_an_unreachable_cache_is_logged_and_the_answer_computed(
         calls.append(args)
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(cache, "get", down)
-    monkeypatch.setattr(cache, "set", down)
+    monkeypatch.setattr(recommendations_cache(), "get", down)
+    monkeypatch.setattr(recommendations_cache(), "set", down)
     client = client_for(viewer)
 
     with caplog.at_level(logging.WARNING, logger="recommender.selectors"):
@@ -246,7 +253,7 @@ def hung_cache_deletes():
         raise RedisTimeoutError("Timeout reading from socket")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cache, "delete", hung)
+        patch.setattr(recommendations_cache(), "delete", hung)
         yield patch
 
 
@@ -354,3 +361,70 @@ def test_the_check_of_a_hit_is_one_query(engine, client_for, viewer):
 
     sql = [query["sql"] for query in hit.captured_queries]
     assert len([q for q in sql if "interactions_interaction" in q]) == 1
+
+
+# --- entries are JSON, never pickles (issue 13 #7) ----------------------------------
+
+redis_only = pytest.mark.skipif(
+    settings.CACHES["default"]["BACKEND"] != REDIS_BACKEND,
+    reason="the planted entry needs the Redis cache (REDIS_URL)",
+)
+
+
+class PlantedPickle:
+    """What an attacker with write access to Redis plants: unpickling it calls
+    ``os.mkdir(path)`` (it could as well start a shell)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def _redis_key(user_id: int) -> str:
+    return cache.make_and_validate_key(recommendations_cache_key(user_id=user_id))
+
+
+@redis_only
+def test_a_pickle_planted_in_redis_is_not_executed(
+    engine, client_for, viewer, tmp_path
+):
+    marker = tmp_path / "code-ran"
+    raw = get_redis_connection()
+    raw.set(_redis_key(viewer.pk), pickle.dumps(PlantedPickle(marker)))
+
+    response = client_for(viewer).get(URL)
+
+    assert response.status_code == 200
+    assert response["X-Cache"] == "miss"
+    assert not marker.exists()
+
+
+@redis_only
+def test_entries_are_stored_as_json(engine, client_for, viewer):
+    client = client_for(viewer)
+    first = client.get(URL, {"limit": 5})
+
+    stored = json.loads(get_redis_connection().get(_redis_key(viewer.pk)))
+
+    assert stored["generation"] == "g1"
+    assert [r["user_id"] for r in stored["results"][:5]] == _shown(first)
+    assert client.get(URL, {"limit": 5}).json()["results"] == first.json()["results"]
+
+
+def get_redis_connection():
+    import redis
+
+    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+
+def test_the_json_serializer_reads_data_only():
+    serializer = JSONSerializer()
+
+    assert serializer.dumps(7) == 7  # raw, so Redis INCR works on it
+    assert serializer.loads(b"7") == 7
+    value = {"results": [{"score": 0.25, "sources": ["content"]}], "n": None}
+    assert serializer.loads(serializer.dumps(value)) == value
+    assert serializer.loads(serializer.dumps([1.5, 2.5])) == [1.5, 2.5]
+    assert serializer.loads(pickle.dumps(PlantedPickle("/nonexistent/x"))) is None
