@@ -5,6 +5,11 @@ A response costs one ``RPUSH`` of one JSON blob (its page-level fields once, the
 short row per result) on a module-level client whose connection pool is reused by
 every request of the process: no Celery message, no kombu client per publish.
 
+Until the drain has written them, a member's last few pages also sit under a short-lived
+per-member key (:func:`impression_find_recent`): a like that follows its impression
+within the flush interval still finds the request id, arm, source and position to put
+in its context. Same ``RPUSH`` round trip (one pipeline).
+
 The drain (:func:`impressions_drain`) runs one drainer at a time (a Redis lock,
 ``SET NX PX``): it reads the head of the list (``LRANGE``), inserts its rows in one
 transaction, and only after the commit trims what it read (``LTRIM``, done only while
@@ -31,6 +36,10 @@ DRAIN_BATCH = 500
 DRAIN_BUDGET_SECONDS = 10.0
 # The drain lock outlives a drain that hangs (e.g. on the database) by this much.
 LOCK_MILLISECONDS = 60_000
+# Pages kept per member for the context of an interaction that follows its
+# impression before the drain (every few seconds) wrote it, and for how long.
+RECENT_PAGES = 5
+RECENT_SECONDS = 120
 
 _client = None
 _client_lock = threading.Lock()
@@ -70,6 +79,18 @@ def queue_key() -> str:
 
 def lock_key() -> str:
     return f"{_prefix()}:impressions:drain-lock"
+
+
+def recent_key(user_id: int) -> str:
+    return f"{_prefix()}:impressions:recent:{user_id}"
+
+
+def _recent_seconds() -> int:
+    return int(
+        getattr(settings, "KINDRED", {}).get(
+            "IMPRESSIONS_RECENT_SECONDS", RECENT_SECONDS
+        )
+    )
 
 
 def redis_client():
@@ -122,26 +143,55 @@ def impressions_pack(*, user_id: int, page) -> bytes | None:
 def impressions_unpack(blob: bytes) -> list[dict]:
     """The rows of a blob, as ``recommender.services.impressions_write`` takes them."""
     data = json.loads(blob)
-    return [
-        {
-            "request_id": data["r"],
-            "user_id": data["u"],
-            "shown_user_id": shown_user_id,
-            "position": position,
-            "score": score,
-            "sources": sources,
-            "strategy": data["s"],
-            "model_versions": data["m"],
-            "experiment": data["e"],
-            "created_at": data["t"],
-        }
-        for shown_user_id, position, score, sources in data["i"]
-    ]
+    return [_row(data, item) for item in data["i"]]
 
 
-def impressions_push(*, blob: bytes) -> None:
-    """Append a blob to the buffer (one ``RPUSH``); raises if Redis is unreachable."""
-    redis_client().rpush(queue_key(), blob)
+def _row(data: dict, item: list) -> dict:
+    shown_user_id, position, score, sources = item
+    return {
+        "request_id": data["r"],
+        "user_id": data["u"],
+        "shown_user_id": shown_user_id,
+        "position": position,
+        "score": score,
+        "sources": sources,
+        "strategy": data["s"],
+        "model_versions": data["m"],
+        "experiment": data["e"],
+        "created_at": data["t"],
+    }
+
+
+def impressions_push(*, blob: bytes, user_id: int | None = None) -> None:
+    """Append a blob to the buffer and, with ``user_id``, to that member's recent
+    pages (one round trip); raises if Redis is unreachable."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.rpush(queue_key(), blob)
+    if user_id is not None:
+        recent = recent_key(user_id)
+        pipe.lpush(recent, blob)
+        pipe.ltrim(recent, 0, RECENT_PAGES - 1)
+        pipe.expire(recent, _recent_seconds())
+    pipe.execute()
+
+
+def impression_find_recent(
+    *, user_id: int, shown_user_id: int, request_id: str | None = None
+) -> dict | None:
+    """The latest of ``user_id``'s recent pages (pushed, maybe not drained yet) that
+    showed ``shown_user_id`` (the page ``request_id`` when given), as a row like
+    :func:`impressions_unpack`'s, or ``None``. Raises if Redis is unreachable."""
+    for blob in redis_client().lrange(recent_key(user_id), 0, -1):  # newest first
+        try:
+            data = json.loads(blob)
+            if request_id is not None and data["r"] != request_id:
+                continue
+            for item in data["i"]:
+                if item[0] == shown_user_id:
+                    return _row(data, item)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("unreadable recent impressions blob skipped: %r", blob[:64])
+    return None
 
 
 def _after_commit_before_trim() -> None:

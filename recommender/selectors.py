@@ -267,13 +267,46 @@ def impression_get_latest(
     *, user_id: int, shown_user_id: int, request_id: str | None = None
 ) -> RecommendationLog | None:
     """The latest time ``user_id`` was shown ``shown_user_id`` (within ``request_id``
-    when given), or ``None``."""
+    when given), or ``None``.
+
+    Impressions reach ``RecommendationLog`` only when the buffer is drained (every
+    few seconds): the member's recent pages still in Redis are read too, and the
+    later of the two wins (an unsaved ``RecommendationLog`` when it comes from
+    Redis). Redis unreachable: the database's answer, logged.
+    """
     impressions = RecommendationLog.objects.filter(
         user_id=user_id, shown_user_id=shown_user_id
     )
     if request_id:
         impressions = impressions.filter(request_id=request_id)
-    return impressions.order_by("-created_at", "-id").first()
+    stored = impressions.order_by("-created_at", "-id").first()
+    recent = _impression_recent(
+        user_id=user_id, shown_user_id=shown_user_id, request_id=request_id or None
+    )
+    if recent is not None and (stored is None or recent.created_at > stored.created_at):
+        return recent
+    return stored
+
+
+def _impression_recent(
+    *, user_id: int, shown_user_id: int, request_id: str | None
+) -> RecommendationLog | None:
+    from recommender import impressions as buffer
+
+    if not buffer.buffer_enabled():
+        return None  # embedded mode: written in-process, already in the database
+    try:
+        row = buffer.impression_find_recent(
+            user_id=user_id, shown_user_id=shown_user_id, request_id=request_id
+        )
+    except Exception:  # noqa: BLE001 - Redis down or hung: the database's answer
+        logger.warning("recent impressions unreadable", exc_info=True)
+        return None
+    if row is None:
+        return None
+    return RecommendationLog(
+        **{**row, "created_at": dt.datetime.fromisoformat(row["created_at"])}
+    )
 
 
 # --- the A/B report -----------------------------------------------------------------

@@ -894,7 +894,7 @@ def impressions_log(*, user_id: int, page) -> None:
         if blob is None:
             return
         try:
-            buffer.impressions_push(blob=blob)
+            buffer.impressions_push(blob=blob, user_id=user_id)
             return
         except Exception:  # noqa: BLE001 - Redis down or hung: write directly
             logger.warning(

@@ -412,6 +412,70 @@ def test_redis_and_database_down_do_not_fail_the_request(
     assert any("impressions of" in record.getMessage() for record in caplog.records)
 
 
+# --- an interaction right after its impression (issue 13 #11) ----------------------
+
+
+def _like(client, target: int, context: dict | None = None) -> Interaction:
+    body = {"target": target, "kind": "like"}
+    if context is not None:
+        body["context"] = context
+    response = client.post(INTERACTIONS, body, format="json")
+    assert response.status_code == 201
+    return Interaction.objects.get(pk=response.json()["id"])
+
+
+def test_a_like_before_the_flush_gets_the_context_of_its_impression(
+    engine, buffer, client_for, viewer
+):
+    client = client_for(viewer)
+    page = client.get(URL, {"limit": 4}).json()
+    assert impressions_of(page["request_id"]) == []  # not drained yet
+
+    liked = _like(client, page["results"][1]["user_id"])
+
+    assert liked.context == {
+        "request_id": page["request_id"],
+        "experiment": "ranking-v5-vs-v4",
+        "arm": "challenger",
+        "source": page["results"][1]["sources"][0],
+        "position": 2,
+    }
+
+
+def test_the_latest_showing_before_the_flush_wins_and_a_request_id_picks_one(
+    engine, buffer, client_for, viewer
+):
+    client = client_for(viewer)
+    first = client.get(URL, {"limit": 4}).json()
+    flush()  # the first page is in the database...
+    engine.arm = Arm("ranking-v5-vs-v4", "control", {})
+    engine.generation = "g2"
+    second = client.get(URL, {"limit": 4}).json()  # ...the second only in Redis
+    target, other = (result["user_id"] for result in second["results"][:2])
+
+    latest = _like(client, target)
+    chosen = _like(client, other, {"request_id": first["request_id"]})
+
+    assert latest.context["request_id"] == second["request_id"]
+    assert latest.context["arm"] == "control"
+    assert chosen.context["request_id"] == first["request_id"]
+    assert chosen.context["arm"] == "challenger"
+
+
+def test_a_like_while_redis_is_down_is_recorded_without_the_buffered_context(
+    engine, buffer, client_for, viewer, caplog
+):
+    client = client_for(viewer)
+    page = client.get(URL, {"limit": 2}).json()
+    buffer.kill()
+
+    with caplog.at_level(logging.WARNING, logger="recommender.selectors"):
+        liked = _like(client, page["results"][0]["user_id"])
+
+    assert liked.context == {}
+    assert any("recent impressions" in r.getMessage() for r in caplog.records)
+
+
 def test_embedded_mode_has_nothing_to_flush(engine, client_for, viewer):
     body = client_for(viewer).get(URL, {"limit": 2}).json()
 
