@@ -751,6 +751,11 @@ def _viewer_load(user_id: int) -> Viewer:
     return viewer
 
 
+def _now() -> float:
+    """Unix seconds the request's features describe (tests pin it)."""
+    return time.time()
+
+
 def _rng() -> np.random.Generator:
     """The exploration source's randomness (a fresh, unseeded generator per
     request; tests seed it to compare serving with the offline evaluation)."""
@@ -782,7 +787,7 @@ def _compute(bundle, arm, viewer, limit, today, clock):
         embedding=embedding,
         model=ranking.model if ranking is not None else None,
         today=today,
-        now_ts=time.time(),
+        now_ts=_now(),
         rng=_rng(),
         on_ranking_error=ranking_failed,
         lap=clock.lap,

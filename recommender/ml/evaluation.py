@@ -353,23 +353,37 @@ def _strategy_scores(
     return np.asarray(fitted.peers[name].scores(row, rows), dtype=np.float64)
 
 
-def _served_everyone(fitted: Fitted, user_id: int, allowed, k, rng):
-    """(scores float64 over ``allowed``, result): the served order as scores
-    (best = highest), members outside the candidates last."""
-    state = fitted.state
+def served_ranking(
+    state: CutState,
+    model: RankingModel | None,
+    user_id: int,
+    *,
+    limit: int,
+    rng: np.random.Generator,
+):
+    """(population rows int64, best first; the pipeline's result): what serving
+    shows ``user_id`` in ``state`` — ``recommender.ml.recommend.pipeline_run``
+    then ``final_ranking`` (the diversified top ``limit``, then the rest of the
+    candidates by score)."""
     result = pipeline_run(
         state.population,
         state.viewer(user_id),
         embedding=state.embedding,
-        model=fitted.model,
+        model=model,
         today=state.today,
         now_ts=state.now_ts,
         rng=rng,
     )
     ranking = final_ranking(
-        result, embedding=state.embedding, limit=k, population=state.population
+        result, embedding=state.embedding, limit=limit, population=state.population
     )
-    rows = result.candidates.positions[ranking]
+    return result.candidates.positions[ranking], result
+
+
+def _served_everyone(fitted: Fitted, user_id: int, allowed, k, rng):
+    """(scores float64 over ``allowed``, result): the served order as scores
+    (best = highest), members outside the candidates last."""
+    rows, result = served_ranking(fitted.state, fitted.model, user_id, limit=k, rng=rng)
     scores = np.full(allowed.shape[0], -np.inf)
     slots = np.searchsorted(allowed, rows)
     inside = (slots < allowed.shape[0]) & (

@@ -246,7 +246,8 @@ class CandidateRows:
     int8 [p] (the viewer liked them in the label window), ``mutual`` int8 [p]
     (... and they liked the viewer, before or in the window), ``viewer`` int64
     [p] user ids, ``row`` int64 [p] population rows, ``retrieved`` bool [p]
-    (found by a candidate source; the others were shown to the viewer)."""
+    (found by a candidate source; the others were shown to the viewer) and
+    ``group`` int64 [p] (one per viewer and training window; default ``viewer``)."""
 
     forward: np.ndarray
     backward: np.ndarray
@@ -255,10 +256,24 @@ class CandidateRows:
     viewer: np.ndarray
     row: np.ndarray
     retrieved: np.ndarray
+    group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = self.viewer
 
     @property
     def p(self) -> int:
         return int(self.y.shape[0])
+
+    @classmethod
+    def concat(cls, parts: list[CandidateRows]) -> CandidateRows:
+        return cls(
+            **{
+                name: np.concatenate([getattr(part, name) for part in parts])
+                for name in cls.__dataclass_fields__
+            }
+        )
 
     def take(self, rows: np.ndarray) -> CandidateRows:
         return CandidateRows(
@@ -463,7 +478,32 @@ class RankingStageResult:
 
 
 RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
-DEFAULT_MAX_TRAIN_VIEWERS = 4_000
+DEFAULT_MAX_TRAIN_VIEWERS = 6_000
+DEFAULT_TRAINING_WINDOWS = 2
+DEFAULT_NEGATIVE_SHARE = 0.25
+
+
+def _training_windows(
+    interactions: InteractionArrays, split: Split, label_fraction: float, count: int
+) -> list[tuple[float, float]]:
+    """``[(start, end), ...]``, latest first: the split's label window, then up to
+    ``count - 1`` earlier windows of as many interactions (fewer when the history
+    is too short for them)."""
+    windows = [(split.t_label, split.t_holdout)]
+    ordered = np.sort(interactions.ts)
+    m = ordered.shape[0]
+    end_position = int(np.searchsorted(ordered, split.t_label, "left"))
+    size = max(1, int(np.floor(label_fraction * m)))
+    for _ in range(count - 1):
+        start_position = end_position - size
+        if start_position < size:  # keep some history before every window
+            break
+        start, end = float(ordered[start_position]), windows[-1][0]
+        if not start < end:
+            break
+        windows.append((start, end))
+        end_position = start_position
+    return windows
 
 
 def train_ranking_stage(
@@ -479,6 +519,8 @@ def train_ranking_stage(
     max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS,
     max_train_viewers: int = DEFAULT_MAX_TRAIN_VIEWERS,
     impressions: InteractionArrays | None = None,
+    training_windows: int = DEFAULT_TRAINING_WINDOWS,
+    negative_share: float = DEFAULT_NEGATIVE_SHARE,
     k: int = DEFAULT_K,
     progress: Callable[[str], None] | None = None,
     threads: int | None = None,
@@ -489,10 +531,14 @@ def train_ranking_stage(
     2. Training rows (:func:`candidate_rows`): at ``t_label``, the served
        candidates of viewers who liked someone in ``[t_label, t_holdout)``, with
        features, embeddings and the like graph of the history before ``t_label``;
-       y = liked in the window. A seeded ``validation_fraction`` of the viewers
-       validate: model selection by NDCG@k per viewer, calibration, and the
-       reciprocal weight (``RECIPROCAL_WEIGHTS``, by NDCG@k of likes plus NDCG@k of
-       mutual likes).
+       y = liked in the window. ``training_windows`` > 1 adds as many earlier
+       windows of the same size, each with the state at its start (more likes to
+       learn from; at most ``max_train_viewers`` viewers and ``max_train_rows``
+       rows over all windows). A seeded ``validation_fraction`` of the latest
+       window's viewers validate: model selection by NDCG@k per viewer,
+       calibration, and the reciprocal weight (``RECIPROCAL_WEIGHTS``, by NDCG@k
+       of likes plus NDCG@k of mutual likes); the model fits on the other rows,
+       keeping a seeded ``negative_share`` of their negatives.
     3. Holdout: the state rebuilt at ``t_holdout``; the served scores of the
        labelled pairs from ``t_holdout`` on (like vs dislike AUC, ranking among
        the rated pairs) beside popularity, embedding affinity and random scores.
@@ -516,39 +562,47 @@ def train_ranking_stage(
     )
     lap("split")
 
-    report("training features")
-    state = cut_state(
-        members, split.history_for_training, split.t_label, kwargs, index="exact"
-    )
-    lap("training_state")
-    report("training rows (served candidates)")
-    if impressions is not None:
-        impressions = impressions.between(split.t_label, split.t_holdout)
-    rows = candidate_rows(
-        state,
-        split.training_labels,
-        max_viewers=max_train_viewers,
-        max_rows=max_train_rows,
-        seed=seed,
-        impressions=impressions,
-    )
-    del state
-    viewers = np.unique(rows.viewer)
+    windows = _training_windows(interactions, split, label_fraction, training_windows)
+    parts = []
+    for number, (t_start, t_end) in enumerate(windows):
+        report(f"training rows, window {number + 1} of {len(windows)}")
+        state = cut_state(
+            members, interactions.before(t_start), t_start, kwargs, index="exact"
+        )
+        shown = None
+        if impressions is not None:
+            shown = impressions.between(t_start, t_end)
+        part = candidate_rows(
+            state,
+            interactions.between(t_start, t_end),
+            max_viewers=max(1, max_train_viewers // len(windows)),
+            max_rows=max(1, max_train_rows // len(windows)),
+            seed=seed + number,
+            impressions=shown,
+        )
+        part.group = part.viewer + np.int64(number) * _KEY_SHIFT
+        parts.append(part)
+        del state
+        lap(f"training_rows_window_{number + 1}")
+    rows = CandidateRows.concat(parts)
+    latest = parts[0]
+    viewers = np.unique(latest.viewer)
     window = split.training_labels
     training_likes = int(np.isin(window.actor[window.is_positive], viewers).sum())
     rng = np.random.default_rng(seed)
-    valid_viewers = rng.choice(
-        viewers,
+    # Validation: a seeded share of the latest window's viewers (model selection,
+    # calibration and the reciprocal weight); training: everything else, with a
+    # seeded share of the negatives (the likes are rare: ~0.5 % of the rows).
+    valid_groups = rng.choice(
+        latest.group,
         size=max(1, int(round(validation_fraction * viewers.shape[0]))),
         replace=False,
     )
-    in_valid = np.isin(rows.viewer, valid_viewers)
+    in_valid = np.isin(rows.group, valid_groups)
     if in_valid.all():  # one viewer: validate on their rows too
         in_valid = np.zeros_like(in_valid)
-    train, valid = (
-        rows.take(np.flatnonzero(~in_valid)),
-        rows.take(np.flatnonzero(in_valid)),
-    )
+    kept = ~in_valid & ((rows.y == 1) | (rng.random(rows.p) < negative_share))
+    train, valid = rows.take(np.flatnonzero(kept)), rows.take(np.flatnonzero(in_valid))
     if not in_valid.any() or np.unique(valid.y).shape[0] < 2:
         valid = train
     lap("training_rows")
@@ -561,15 +615,15 @@ def train_ranking_stage(
         valid.y,
         seed=seed,
         threads=threads,
-        groups_valid=valid.viewer,
+        groups_valid=valid.group,
     )
     p = predict_scores(model, np.vstack([valid.forward, valid.backward]))
     half = valid.p
     choice = {}
     for weight in RECIPROCAL_WEIGHTS:
         scores = combine(p[:half], p[half:], weight)
-        choice[weight] = ndcg_at_k(valid.viewer, valid.y, scores, k) + np.nan_to_num(
-            ndcg_at_k(valid.viewer, valid.mutual, scores, k)
+        choice[weight] = ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
+            ndcg_at_k(valid.group, valid.mutual, scores, k)
         )
     model.reciprocal_weight = float(max(choice, key=choice.get))
     model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
@@ -590,10 +644,11 @@ def train_ranking_stage(
         feature_version=FEATURE_VERSION,
         train_rows=int(train.p),
         validation_rows=int(valid.p),
-        training_viewers=int(viewers.shape[0]),
+        training_windows=[list(w) for w in windows],
+        training_viewers=int(np.unique(rows.group).shape[0]),
         training_positives=int(rows.y.sum()),
         training_likes=int(training_likes),
-        training_likes_retrieved=float(rows.y.sum() / max(training_likes, 1)),
+        training_likes_retrieved=float(latest.y.sum() / max(training_likes, 1)),
         labelled_training_pairs=int(split.training_labels.m),
         reciprocal_weight=model.reciprocal_weight,
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},

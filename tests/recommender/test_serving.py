@@ -13,9 +13,9 @@ from accounts.models import Profile
 from config.api import ApplicationError
 from recommender import serving
 from recommender.filters import pair_allowed, viewer_load
+from recommender.ml import synthetic
 from recommender.ml.filters import population_mask
 from recommender.ml.recommend import viewer_store_build
-from recommender.ml import synthetic
 from recommender.serving import STRATEGIES, Arm, arm_for
 from registry.models import IndexArtifact, ModelKind
 from registry.services import model_set_traffic
