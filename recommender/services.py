@@ -58,7 +58,12 @@ from registry.artifacts import (
 )
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import model_get_active
-from registry.services import index_register, model_activate, model_register
+from registry.services import (
+    index_register,
+    model_activate,
+    model_discard_unindexed,
+    model_register,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +115,12 @@ def training_run_start(*, trigger: str, now: datetime | None = None) -> Training
             )
         other.status = TrainingRunStatus.FAILED
         other.finished_at = now
-        other.error = (
-            f"No heartbeat since {other.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC "
-            "(worker presumed dead); taken over by a new run."
+        other.error = "\n".join(
+            [
+                f"No heartbeat since {other.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC "
+                "(worker presumed dead); taken over by a new run.",
+                *_run_discard_incomplete(other),
+            ]
         )
         other.save(update_fields=["status", "finished_at", "error"])
     try:
@@ -143,13 +151,45 @@ def training_run_heartbeat(*, run_id: int, stage: str | None = None) -> None:
         raise TrainingRunNotRunning(f"Training run {run_id} is not running.")
 
 
-def training_run_fail(*, run_id: int, error: str) -> None:
-    """Mark a running run failed with ``error`` (no-op if it is not running)."""
-    TrainingRun.objects.filter(pk=run_id, status=TrainingRunStatus.RUNNING).update(
+def training_run_fail(*, run_id: int, error: str) -> list[str]:
+    """Mark a running run failed with ``error`` (no-op if it is not running) and
+    discard what it registered that cannot serve: an embedding version left without
+    an index (e.g. the disk filled up while the index was written). Returns what was
+    discarded, in words (also appended to the run's error)."""
+    failed = TrainingRun.objects.filter(
+        pk=run_id, status=TrainingRunStatus.RUNNING
+    ).update(
         status=TrainingRunStatus.FAILED,
         finished_at=timezone.now(),
         error=error[-10_000:],
     )
+    if not failed:
+        return []
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().get(pk=run_id)
+            discarded = _run_discard_incomplete(run)
+            if discarded:
+                run.error = (run.error + "\n" + "\n".join(discarded))[-10_000:]
+                run.save(update_fields=["error"])
+    except Exception:  # noqa: BLE001 - the run is failed; the rest is tidying
+        logger.exception("could not discard what failed run %s registered", run_id)
+        return []
+    return discarded
+
+
+def _run_discard_incomplete(run: TrainingRun) -> list[str]:
+    """Inside a transaction: delete the run's embedding version if it has no index
+    and never served (``registry.services.model_discard_unindexed``)."""
+    if run.embedding_model_id is None or run.index_artifact_id is not None:
+        return []
+    version = model_discard_unindexed(model_id=run.embedding_model_id)
+    if version is None:
+        return []
+    return [
+        f"Discarded embedding v{version}: registered by this run, but its index "
+        "was never built."
+    ]
 
 
 class _HeartbeatThread:
@@ -835,9 +875,10 @@ def pipeline_run(
             outcome = step()
             report(f"stage {name} done in {time.monotonic() - started:.1f}s: {outcome}")
     except BaseException as error:
-        training_run_fail(
+        for note in training_run_fail(
             run_id=run.pk, error="".join(traceback.format_exception(error))
-        )
+        ):
+            report(note)
         raise
     run.refresh_from_db()
     return run

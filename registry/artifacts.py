@@ -4,7 +4,9 @@ Saving streams the content to a temporary name while hashing it, then moves it t
 its final name (a rename on local disk; a copy then delete on object storage, where
 each upload is itself all-or-nothing). A crash leaves at worst a ``.tmp-*`` orphan,
 never a truncated file under a name the registry could point at, and the registry row
-is written only after :func:`artifact_save` has returned.
+is written only after :func:`artifact_save` has returned. A write that fails (a full
+disk) deletes its partial temporary file and raises :class:`ArtifactStorageError`,
+which says so in words an operator can act on.
 
 Loading goes through a registry row, never a bare path: the row is re-read from the
 database, the file's sha256 is compared with the recorded one, and only then are the
@@ -23,6 +25,7 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from config.api import ApplicationError
 from recommender.ml.artifacts import ArtifactChecksumError
 from registry.models import IndexArtifact, MLModel
 
@@ -32,6 +35,14 @@ TEMP_PREFIX = ".tmp-"
 
 class ArtifactIntegrityError(ArtifactChecksumError):
     """The stored file is missing, not the registered one, or fails its checksum."""
+
+
+class ArtifactStorageError(ApplicationError):
+    """An artifact could not be written to storage (disk full, read-only, no
+    permission); no part of it is left behind."""
+
+    def __init__(self, message: str):
+        super().__init__(message, field="artifact", status_code=507)
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,10 @@ def artifact_save(
 ) -> StoredArtifact:
     """Write ``content`` to ``<folder>/<timestamp>-<random><suffix>`` atomically.
 
-    Returns the final name, sha256 and size. On any failure (including a failed
-    move) the temporary file is deleted and the exception propagates; no file
-    appears under a final name unless it is complete.
+    Returns the final name, sha256 and size. On any failure (a write or the move)
+    the temporary file, complete or partial, is deleted and the exception
+    propagates, an ``OSError`` (``ENOSPC``…) as :class:`ArtifactStorageError`; no
+    file appears under a final name unless it is complete.
     """
     if isinstance(content, bytes | bytearray | memoryview):
         content = ContentFile(bytes(content))
@@ -64,11 +76,21 @@ def artifact_save(
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     token = uuid.uuid4().hex[:12]
     folder = folder.strip("/")
-    temp_name = default_storage.save(f"{folder}/{TEMP_PREFIX}{token}{suffix}", content)
+    # The storage leaves what it wrote of a failed save (Django's FileSystemStorage
+    # does): the name asked for is the one to delete then.
+    temp_name = f"{folder}/{TEMP_PREFIX}{token}{suffix}"
     try:
+        temp_name = default_storage.save(temp_name, content)
         final_name = _move(temp_name, f"{folder}/{stamp}-{token}{suffix}")
-    except BaseException:
+    except BaseException as error:
         artifact_delete(name=temp_name)
+        if isinstance(error, OSError):
+            raise ArtifactStorageError(
+                f"Could not write a {size:,}-byte artifact to {folder}/ in the "
+                f"artifact storage: {error.strerror or error}. The partial file was "
+                "deleted and nothing was registered for it; free space (or fix the "
+                "storage) and run again."
+            ) from error
         raise
     return StoredArtifact(name=final_name, sha256=digest.hexdigest(), size=size)
 

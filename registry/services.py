@@ -321,6 +321,35 @@ def index_register(
     return index
 
 
+@transaction.atomic
+def model_discard_unindexed(*, model_id: int) -> int | None:
+    """Delete an embedding version that has no index and never served: inactive, no
+    A/B traffic, absent from the activation log. What a training run that failed
+    before (or while) building its index leaves behind: serving could do nothing
+    with it but degrade. Its ``UserEmbedding`` rows go with it (cascade), its
+    artifact file after commit. Returns the deleted version number, or ``None``
+    when the version is kept (not such a version, or gone already).
+    """
+    model = (
+        MLModel.objects.select_for_update()
+        .filter(pk=model_id, kind=ModelKind.EMBEDDING)
+        .first()
+    )
+    if (
+        model is None
+        or model.is_active
+        or model.traffic_percent
+        or model.indexes.exists()
+        or ModelActivation.objects.filter(from_model=model).exists()
+        or ModelActivation.objects.filter(to_model=model).exists()
+    ):
+        return None
+    version, name = model.version, model.artifact.name
+    model.delete()
+    transaction.on_commit(lambda: artifact_delete(name=name))
+    return version
+
+
 def _check_reason(reason: str) -> None:
     """PostgreSQL text cannot hold NUL, nor UTF-8 an unpaired surrogate: refuse them
     as input (the caller's transaction, the whole change, is rolled back)."""

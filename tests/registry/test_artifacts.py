@@ -10,12 +10,14 @@ from recommender.ml.artifacts import dumps
 from registry import artifacts
 from registry.artifacts import (
     ArtifactIntegrityError,
+    ArtifactStorageError,
     artifact_read_verified,
     artifact_save,
     model_artifact_load,
 )
 from registry.models import MLModel, ModelKind
 from registry.services import model_register
+from tests.registry.disk_full import fill_disk
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +55,7 @@ def test_a_failed_move_leaves_no_final_file_and_no_temp(tmp_path, monkeypatch):
 
     monkeypatch.setattr(artifacts.os, "replace", broken_replace)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ArtifactStorageError, match="disk full"):
         artifact_save(content=b"x" * 100, folder="models/ranking", suffix=".joblib")
 
     assert _files(tmp_path) == []
@@ -123,3 +125,25 @@ def test_a_missing_file_is_refused():
 
     with pytest.raises(ArtifactIntegrityError, match="cannot be read"):
         artifact_read_verified(record=model)
+
+
+def test_a_full_disk_leaves_no_partial_temp_file_and_says_so(tmp_path, monkeypatch):
+    disk = fill_disk(monkeypatch, room=1000)
+
+    with pytest.raises(ArtifactStorageError) as raised:
+        artifact_save(content=b"x" * 5000, folder="indexes", suffix=".faiss")
+
+    assert disk.failed and ".tmp-" in disk.failed[0]
+    assert "No space left on device" in raised.value.message
+    assert "5,000-byte artifact to indexes/" in raised.value.message
+    assert _files(tmp_path) == []
+
+
+def test_a_full_disk_registers_no_model(tmp_path, monkeypatch):
+    fill_disk(monkeypatch)
+
+    with pytest.raises(ArtifactStorageError):
+        model_register(kind=ModelKind.RANKING, artifact=b"y" * 4096)
+
+    assert not MLModel.objects.exists()
+    assert _files(tmp_path) == []

@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import pytest
 from django.core.cache import cache
@@ -7,12 +8,19 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from config.api import ApplicationError
-from registry.models import ActivationAction, MLModel, ModelActivation, ModelKind
+from registry.models import (
+    ActivationAction,
+    IndexArtifact,
+    MLModel,
+    ModelActivation,
+    ModelKind,
+)
 from registry.services import (
     REGISTRY_GENERATION_CACHE_KEY,
     activation_summary,
     model_activate,
     model_deactivate,
+    model_discard_unindexed,
     model_register,
     model_rollback,
     model_set_traffic,
@@ -343,3 +351,35 @@ def test_nothing_is_announced_when_the_change_fails(
 
     assert callbacks == []
     assert cache.get(REGISTRY_GENERATION_CACHE_KEY) is None
+
+
+# --- discarding an embedding version left without an index (issue 13 #14) -----------
+
+
+def test_an_unindexed_embedding_version_that_never_served_is_discarded(
+    django_capture_on_commit_callbacks, settings, tmp_path
+):
+    settings.MEDIA_ROOT = str(tmp_path)
+    model = model_register(kind=ModelKind.EMBEDDING, artifact=b"vectors")
+    path = default_storage.path(model.artifact.name)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert model_discard_unindexed(model_id=model.pk) == model.version
+
+    assert not MLModel.objects.filter(pk=model.pk).exists()
+    assert not os.path.exists(path)
+
+
+def test_versions_that_served_or_have_an_index_are_kept():
+    active, once_active, indexed, challenger = versions(ModelKind.EMBEDDING, 4)
+    model_activate(model=once_active, actor=None, actor_label="test")
+    model_activate(model=active, actor=None, actor_label="test")
+    IndexArtifact.objects.create(
+        embedding_model=indexed, artifact="indexes/x.faiss", artifact_sha256="0" * 64
+    )
+    MLModel.objects.filter(pk=challenger.pk).update(traffic_percent=10)
+    ranking = MLModelFactory(kind=ModelKind.RANKING)
+
+    for model in (active, once_active, indexed, challenger, ranking):
+        assert model_discard_unindexed(model_id=model.pk) is None
+    assert MLModel.objects.count() == 5
