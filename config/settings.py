@@ -2,8 +2,9 @@
 
 Two modes, chosen by what the environment provides:
 
-* embedded (no ``DATABASE_URL`` / ``REDIS_URL``): SQLite file, local-memory cache and
-  Celery tasks executed in-process, so a new user can try Kindred with no services;
+* embedded (no ``DATABASE_URL`` / ``REDIS_URL``): SQLite file, a file-based cache
+  shared by the machine's processes and Celery tasks executed in-process, so a new
+  user can try Kindred with no services;
 * production: PostgreSQL (psycopg 3) and Redis (cache and Celery broker).
 
 Every variable is documented in ``.env.example``. Secrets have no default: a missing
@@ -148,11 +149,20 @@ if REDIS_URL:
     CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="") or REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
 else:
+    # Files on local disk, shared by every process of the machine: gunicorn's
+    # workers must see each other's invalidations (a member's edited preferences,
+    # a block) and count rate limits together. A cache per process (local memory)
+    # served the other worker's stale entry and let each worker count its own
+    # throttle. The directory is created private (0700): its pickles are readable
+    # and writable only by Kindred's own user.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": "kindred",
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env("CACHE_DIR", default="") or str(BASE_DIR / ".cache"),
             "TIMEOUT": 300,
+            # Culling lists the directory on every write once this is reached;
+            # one entry per member plus throttle and log-in counters.
+            "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=50_000)},
         }
     }
     CELERY_BROKER_URL = "memory://"

@@ -13,6 +13,12 @@ STORAGES = {  # noqa: F405
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+if not REDIS_URL:
+    # The embedded file cache, apart from a developer's running server's (tests
+    # clear the cache).
+    import tempfile
+
+    CACHES["default"]["LOCATION"] = tempfile.mkdtemp(prefix="kindred-test-cache-")
 if REDIS_URL:
     # Keep test keys apart from a developer's own cache in the same Redis.
     CACHES["default"]["KEY_PREFIX"] = "kindred-test"
