@@ -29,6 +29,9 @@ install_json_errors()
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gthread, except that a request running longer than `timeout` gets its worker
+# replaced (the stock gthread worker is never timed out while its threads hang).
+worker_class = "config.gunicorn_worker.RecyclingThreadWorker"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5

@@ -11,6 +11,7 @@ Every variable is documented in ``.env.example``. Secrets have no default: a mis
 ``DJANGO_SECRET_KEY`` fails loudly at start.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -96,6 +97,12 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------
+# Set by config/wsgi.py: this process serves web requests (gunicorn).
+WEB_PROCESS = bool(os.environ.get("KINDRED_WEB_PROCESS"))
+# Longest a web request's SQL statement may run (seconds; 0: no limit), and the
+# client-side deadline of its database calls (config.db_deadline), 0 when off.
+WEB_STATEMENT_TIMEOUT = env.float("WEB_STATEMENT_TIMEOUT", default=5.0)
+WEB_DATABASE_DEADLINE = 0.0
 EMBEDDED_DATABASE = not env("DATABASE_URL", default="")
 if EMBEDDED_DATABASE:
     DATABASES = {
@@ -112,6 +119,25 @@ else:
     DATABASES = {"default": env.db("DATABASE_URL")}
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A server that accepts connections and never answers: psycopg gives up after
+    # this long instead of waiting forever (0: wait forever).
+    _db_options["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+    if WEB_PROCESS and WEB_STATEMENT_TIMEOUT > 0:
+        # Web requests only (commands, Celery and the serving bundle's loads read
+        # whole tables): PostgreSQL cancels a statement running longer, and
+        # config.db_deadline cuts a connection whose call is still unanswered a
+        # second later (a hung server cancels nothing).
+        _db_options["options"] = " ".join(
+            filter(
+                None,
+                [
+                    _db_options.get("options", ""),
+                    f"-c statement_timeout={int(WEB_STATEMENT_TIMEOUT * 1000)}",
+                ],
+            )
+        )
+        WEB_DATABASE_DEADLINE = WEB_STATEMENT_TIMEOUT + 1.0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -329,6 +355,11 @@ KINDRED = {
     ),
     "SERVING_RELOAD_IN_BACKGROUND": env.bool(
         "SERVING_RELOAD_IN_BACKGROUND", default=True
+    ),
+    # A process's first recommendation requests wait this long for its first
+    # load (all of them share it) before answering without models, uncached.
+    "SERVING_FIRST_LOAD_WAIT_SECONDS": env.float(
+        "SERVING_FIRST_LOAD_WAIT_SECONDS", default=10.0
     ),
     # Per-member result cache: a full answer, and a degraded one (kept briefly so
     # members get the full answer soon after serving recovers).

@@ -168,12 +168,16 @@ def recommendations_get(
             raise ApplicationError(NO_PROFILE, status_code=404)
         claim = {"claim": uuid.uuid4().hex}
         member_cache.set(claim, CLAIM_SECONDS)
-        entry = _entry_from_result(
-            serving.recommendations_compute(user=user, limit=MAX_LIMIT)
-        )
+        result = serving.recommendations_compute(user=user, limit=MAX_LIMIT)
+        entry = _entry_from_result(result)
         # An answer from a bundle older than the generation (its reload is under
-        # way) could never be a hit: not worth a write.
-        if entry["generation"] == generation and member_cache.get() == claim:
+        # way) could never be a hit: not worth a write. Nor one without models
+        # only because the process's first load is still running.
+        if (
+            not result.provisional
+            and entry["generation"] == generation
+            and member_cache.get() == claim
+        ):
             member_cache.set(entry, _cache_seconds(entry["strategy"]))
         results = entry["results"][:limit]
     _count_cache(hit=cached)

@@ -38,6 +38,7 @@ or the pipeline failed: random allowed members straight from the database).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from config.api import ApplicationError
@@ -93,6 +94,9 @@ STAGES = ("filters", "candidates", "ranking", "postprocess")
 
 RETRY_SECONDS = 60.0
 DEFAULT_STORE_REFRESH_SECONDS = 600.0
+# How long a request waits for its process's first load before answering without
+# models (KINDRED["SERVING_FIRST_LOAD_WAIT_SECONDS"]).
+DEFAULT_FIRST_LOAD_WAIT_SECONDS = 10.0
 
 
 # --- the interface -----------------------------------------------------------------
@@ -130,6 +134,10 @@ class RecommendationResult:
     experiment: Arm
     generation: str
     stage_seconds: dict[str, float]
+    # Answered without models only because this process's first load was still
+    # running: a moment later the same request gets the full answer, so the
+    # result cache must not keep this one.
+    provisional: bool = False
 
 
 # --- registry snapshot and A/B arms ------------------------------------------------
@@ -262,6 +270,7 @@ class Bundle:
 class _ServingState:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # guards the fields below
+        self.load_done = threading.Condition(self.lock)  # notified when loading ends
         self.load_lock = threading.Lock()  # one load at a time
         self.generation_lock = threading.Lock()  # one generation re-read at a time
         self.bundle: Bundle | None = None
@@ -332,15 +341,30 @@ def _bundle_for_request() -> Bundle | None:
     generation = serving_generation()
     bundle = _state.bundle
     if bundle is None:
-        if _state.attempted == generation and (
-            time.monotonic() - _state.attempted_at < RETRY_SECONDS
-        ):
-            return None  # the first load failed just now; don't hammer
-        _load(generation)  # the first load: nothing to serve with meanwhile
-        return _state.bundle
+        return _first_bundle(generation)
     if _needs_reload(bundle, generation):
         _reload_soon(generation)
     return _state.bundle  # the new one if the reload ran inline
+
+
+def _first_bundle(generation: str) -> Bundle | None:
+    """Nothing loaded in this process yet: start the load, or join the one in
+    progress, and wait for it (at most ``SERVING_FIRST_LOAD_WAIT_SECONDS``) rather
+    than answer without models. ``None`` when the load failed just now (retried
+    after ``RETRY_SECONDS``) or is still running after the wait."""
+    _reload_soon(generation)  # a no-op while a load runs or just failed
+    wait = float(
+        _kindred("SERVING_FIRST_LOAD_WAIT_SECONDS", DEFAULT_FIRST_LOAD_WAIT_SECONDS)
+    )
+    with _state.load_done:
+        _state.load_done.wait_for(lambda: not _state.loading, timeout=wait)
+    return _state.bundle
+
+
+def _provisional(bundle: Bundle | None) -> bool:
+    """A request served without a bundle only because the first load was (or
+    still is) under way: not a lasting answer."""
+    return bundle is None and (_state.loading or _state.bundle is not None)
 
 
 def _needs_reload(bundle: Bundle, generation: str) -> bool:
@@ -367,7 +391,7 @@ def _reload_soon(generation: str) -> None:
         try:
             _load(generation)
         finally:
-            _state.loading = False
+            _load_finished()
         return
     thread = threading.Thread(
         target=_load_in_thread, args=(generation,), name="kindred-reload", daemon=True
@@ -382,13 +406,43 @@ def _load_in_thread(generation: str) -> None:
     except Exception:  # noqa: BLE001 - logged; the previous bundle keeps serving
         logger.exception("serving bundle reload failed")
     finally:
-        _state.loading = False
+        _load_finished()
         connection.close()  # this thread's own connection
+
+
+def _load_finished() -> None:
+    with _state.load_done:
+        _state.loading = False
+        _state.load_done.notify_all()
+
+
+@contextlib.contextmanager
+def _without_statement_timeout():
+    """A load reads whole tables: lift the web processes' statement timeout
+    (``WEB_STATEMENT_TIMEOUT``) for its queries, then restore it."""
+    if not getattr(settings, "WEB_DATABASE_DEADLINE", 0) or (
+        connection.vendor != "postgresql"
+    ):
+        yield
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+    except DatabaseError:
+        logger.warning("statement timeout not lifted for the load", exc_info=True)
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+        except DatabaseError:
+            connection.close()  # a connection left without its timeout is dropped
 
 
 def _load(generation: str) -> None:
     """Load the bundle for ``generation`` and swap it in (see the module doc)."""
-    with _state.load_lock:
+    with _state.load_lock, _without_statement_timeout():
         old = _state.bundle
         if old is not None and not _needs_reload(old, generation):
             return  # another thread loaded it while this one waited
@@ -737,6 +791,7 @@ def recommendations_compute(*, user, limit: int) -> RecommendationResult:
         experiment=dataclasses.replace(arm, model_ids=model_ids),
         generation=bundle.generation if bundle is not None else serving_generation(),
         stage_seconds=clock.seconds,
+        provisional=_provisional(bundle),
     )
 
 

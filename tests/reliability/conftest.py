@@ -64,6 +64,9 @@ def web(postgres, tmp_path, media):
                 "DATABASE_URL": database or database_url(connection.settings_dict),
                 "MEDIA_ROOT": str(media),
                 "REGISTRY_POLL_SECONDS": "0.5",
+                # Without REDIS_URL: each server's own file cache, never the
+                # project's .cache/.
+                "CACHE_DIR": str(tmp_path / f"cache-{len(servers)}"),
                 **env,
             },
         ).start()
