@@ -1,5 +1,8 @@
+from types import SimpleNamespace
+
 from rest_framework import serializers
 
+from config.api import query_integer
 from recommender.selectors import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -11,6 +14,16 @@ class RecommendationQuerySerializer(serializers.Serializer):
         default=DEFAULT_LIMIT,
         help_text=f"How many members to recommend (1..{MAX_LIMIT}).",
     )
+
+    def to_internal_value(self, data):
+        # As strict as ?page=: present but empty ("?limit="), or anything but plain
+        # digits, is a 400 naming it (the field above is the schema).
+        params = SimpleNamespace(query_params=data)
+        return {
+            "limit": query_integer(
+                params, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT
+            )
+        }
 
 
 # --- Output -----------------------------------------------------------------------

@@ -129,11 +129,13 @@ def test_the_engine_is_always_asked_for_the_maximum(engine, client_for, viewer):
     assert engine.calls == [{"user_id": viewer.pk, "limit": MAX_LIMIT}]
 
 
-def test_an_empty_limit_means_the_default(engine, client_for, viewer):
-    # ?limit= is how forms send "not set".
+def test_an_empty_limit_is_a_400_naming_limit(engine, client_for, viewer):
+    # As documented (and as ?page= / ?page_size=): absent means the default,
+    # present but empty is invalid (issue 13 #15).
     response = client_for(viewer).get(URL, {"limit": ""})
 
-    assert len(response.json()["results"]) == 20
+    assert response.status_code == 400
+    assert "limit" in response.json()["fields"]
 
 
 @pytest.mark.parametrize(

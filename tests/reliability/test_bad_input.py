@@ -56,6 +56,9 @@ def raw(client, method, path, body: bytes | str, content_type="application/json"
         "abc",
         "%00",
         "1,2",
+        "",  # issue 13 #15: present but empty was the default (200)
+        "+5",
+        "%205",
     ],
 )
 def test_out_of_range_or_garbage_limits_are_400_naming_limit(client, limit, engine):
