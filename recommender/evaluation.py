@@ -23,6 +23,8 @@ from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.evaluation import (
     EvaluationConfig,
     EvaluationResult,
+    comparison_lines,
+    recall_table,
     report_chart,
     report_markdown,
     report_table,
@@ -121,13 +123,21 @@ def default_out_dir(*, label: str) -> Path:
 
 
 def text_tables(report: dict) -> list[str]:
-    """Both protocols' tables as aligned plain-text lines (what the command prints)."""
+    """Both protocols' tables, the candidate recall and the comparison of the
+    served pipeline with the best other strategy, as aligned plain-text lines
+    (what the command prints)."""
     lines = []
-    for protocol, heading in (
-        ("everyone", "ranked among everyone the strategy may recommend"),
-        ("labelled", "ranked among the pairs rated in the test period"),
+    for heading, table in (
+        (
+            "ranked among everyone the strategy may recommend",
+            report_table(report, protocol="everyone"),
+        ),
+        (
+            "ranked among the pairs rated in the test period",
+            report_table(report, protocol="labelled"),
+        ),
+        ("candidate recall of the served sources", recall_table(report)),
     ):
-        table = report_table(report, protocol=protocol)
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         lines.append(f"{heading}:")
         for row in table:
@@ -139,4 +149,5 @@ def text_tables(report: dict) -> list[str]:
                 )
             )
         lines.append("")
+    lines += comparison_lines(report)
     return lines

