@@ -168,6 +168,9 @@ if REDIS_URL:
                     "REDIS_TIMEOUT_SECONDS", default=0.5
                 ),
                 "socket_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
+                # JSON, not pickles: whoever can write to Redis must not be able to
+                # run code in the web workers (anything else reads as a miss).
+                "serializer": "recommender.cache.JSONSerializer",
             },
         }
     }
@@ -332,6 +335,9 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- Kindred --------------------------------------------------------------------
 KINDRED = {
+    # A like's recommendation context is also looked up in the member's pages
+    # still in Redis (shown but not yet flushed to RecommendationLog) this long.
+    "IMPRESSIONS_RECENT_SECONDS": env.int("IMPRESSIONS_RECENT_SECONDS", default=120),
     # API tokens stop working this long after log-in (0: never); a password
     # change or a log-out ends them at once.
     "AUTH_TOKEN_TTL_HOURS": env.int("AUTH_TOKEN_TTL_HOURS", default=720),
