@@ -774,6 +774,9 @@ def _strategies_compare(run: TrainingRun, data: RunData | None) -> dict:
                 seed=SEED,
                 max_viewers=NIGHTLY_EVALUATION_VIEWERS,
                 embedding_kwargs={"dim": settings.KINDRED["EMBEDDING_DIM"]},
+                # Bounded: the baselines only; the peers' tuning (ALS, EASE, kNN
+                # on two feedback kinds) is for manage.py evaluate.
+                peers=(),
             ),
             title=f"training run {run.pk}",
         )

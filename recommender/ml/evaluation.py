@@ -84,6 +84,18 @@ STRATEGIES = (
     *(name + suffix for name in PEER_NAMES for suffix in ("", "_reciprocal")),
     SERVED,
 )
+
+
+def strategies_of(config: EvaluationConfig) -> tuple[str, ...]:
+    """The strategies an evaluation with ``config`` compares, in report order."""
+    peers = {name + suffix for name in config.peers for suffix in ("", "_reciprocal")}
+    return tuple(
+        name
+        for name in STRATEGIES
+        if name in BASELINES or name in peers or name == SERVED
+    )
+
+
 STRATEGY_LABELS = {
     "random": "random",
     "popularity": "popularity",
@@ -100,6 +112,13 @@ STRATEGY_LABELS = {
     "user_knn_reciprocal": "user-kNN + reciprocal",
     SERVED: "Kindred two-stage pipeline (served)",
 }
+BASELINES = (
+    "random",
+    "popularity",
+    "liked_you_then_popularity",
+    "content",
+    "collaborative",
+)
 PROTOCOLS = ("everyone", "labelled")
 VALIDATION_VIEWERS = 300
 _KEY_SHIFT = np.int64(1) << np.int64(32)
@@ -430,15 +449,16 @@ def strategies_evaluate(
     if not cases:
         raise ValueError("no test viewer has a held-out like the filters allow")
     keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"mutual@{k}")
-    per_viewer = {name: [] for name in STRATEGIES}
-    shown = {name: [] for name in STRATEGIES}
+    names = strategies_of(config)
+    per_viewer = {name: [] for name in names}
+    shown = {name: [] for name in names}
     recall = {name: [] for name in (*SOURCES, "union")}
     found = {name: [] for name in (*SOURCES, "union")}
     eligible_sizes = []
     for row, allowed, y, user_id in cases:
         eligible_sizes.append(allowed.shape[0])
         groups = np.zeros(allowed.shape[0], dtype=np.int64)
-        for name in STRATEGIES:
+        for name in names:
             if name == SERVED:
                 scores, result = _served_everyone(fitted, user_id, allowed, k, rng)
                 _candidate_recall(result.candidates, allowed, y, recall, found)
@@ -463,16 +483,16 @@ def strategies_evaluate(
 
     report("like vs dislike on the rated test pairs")
     started = time.perf_counter()
-    labelled = _labelled(fitted, test, config, rng)
+    labelled = _labelled(fitted, test, config, rng, names)
     timings["labelled"] = round(time.perf_counter() - started, 3)
 
     pool = int(np.unique(np.concatenate([c[1] for c in cases])).shape[0])
     strategies: dict = {}
     values = {
         name: np.asarray(per_viewer[name], dtype=np.float64).reshape(-1, 4)
-        for name in STRATEGIES
+        for name in names
     }
-    for name in STRATEGIES:
+    for name in names:
         everyone = {key: float(values[name][:, j].mean()) for j, key in enumerate(keys)}
         everyone["viewers"] = int(values[name].shape[0])
         everyone[f"ndcg@{k}_ci95"] = _bootstrap_ci(values[name][:, 2], config.seed)
@@ -489,7 +509,7 @@ def strategies_evaluate(
         }
     comparisons = {}
     for metric, j in ((f"ndcg@{k}", 2), (f"mutual@{k}", 3)):
-        for other in STRATEGIES:
+        for other in names:
             if other == SERVED:
                 continue
             diff = values[SERVED][:, j] - values[other][:, j]
@@ -499,7 +519,7 @@ def strategies_evaluate(
             }
     best = {
         metric: max(
-            (name for name in STRATEGIES if name != SERVED),
+            (name for name in names if name != SERVED),
             key=lambda name, j=j: values[name][:, j].mean(),
         )
         for metric, j in ((f"ndcg@{k}", 2), (f"mutual@{k}", 3))
@@ -563,7 +583,7 @@ def _candidate_recall(candidates, allowed, y, recall, found) -> None:
         recall[name].append(float(np.isin(relevant, rows).mean()))
 
 
-def _labelled(fitted: Fitted, test: InteractionArrays, config, rng) -> dict:
+def _labelled(fitted: Fitted, test: InteractionArrays, config, rng, names) -> dict:
     """AUC (like vs dislike) and ranking metrics over the held-out rated pairs of
     a seeded sample of test viewers, for every strategy."""
     state = fitted.state
@@ -579,18 +599,18 @@ def _labelled(fitted: Fitted, test: InteractionArrays, config, rng) -> dict:
         keep = np.isin(actor, sample)
         actor, target, y = actor[keep], target[keep], y[keep]
         viewers = np.unique(actor)
-    scores = {name: np.zeros(actor.shape[0]) for name in STRATEGIES}
+    scores = {name: np.zeros(actor.shape[0]) for name in names}
     for row in viewers.tolist():
         pairs = np.flatnonzero(actor == row)
         rows = target[pairs]
-        for name in STRATEGIES:
+        for name in names:
             if name == SERVED:
                 values = _served_pairs(fitted, int(store.user_id[row]), rows)
             else:
                 values = _strategy_scores(fitted, name, row, rows, rng)
             scores[name][pairs] = values
     out = {}
-    for name in STRATEGIES:
+    for name in names:
         metrics = ranking_metrics(actor, y.astype(np.int8), scores[name], k=config.k)
         out[name] = {"auc": roc_auc(y, scores[name]), **metrics}
     return out

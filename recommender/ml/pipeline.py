@@ -481,6 +481,11 @@ class RankingStageResult:
 RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 DEFAULT_MAX_TRAIN_VIEWERS = 6_000
 DEFAULT_TRAINING_WINDOWS = 2
+# Each training viewer costs a pass over every member (filters, content and
+# popularity sources, exact search): the viewer count shrinks as the population
+# grows so this stage stays bounded (1,000,000 members: 2,000 viewers).
+VIEWER_MEMBER_BUDGET = 2_000_000_000
+MIN_TRAIN_VIEWERS = 500
 DEFAULT_NEGATIVE_SHARE = 0.25
 
 
@@ -534,8 +539,9 @@ def train_ranking_stage(
        features, embeddings and the like graph of the history before ``t_label``;
        y = liked in the window. ``training_windows`` > 1 adds as many earlier
        windows of the same size, each with the state at its start (more likes to
-       learn from; at most ``max_train_viewers`` viewers and ``max_train_rows``
-       rows over all windows). A seeded ``validation_fraction`` of the latest
+       learn from; at most ``max_train_viewers`` viewers — fewer for large
+       populations, see ``VIEWER_MEMBER_BUDGET`` — and ``max_train_rows`` rows
+       over all windows). A seeded ``validation_fraction`` of the latest
        window's viewers validate: model selection by NDCG@k per viewer,
        calibration, and the reciprocal weight (``RECIPROCAL_WEIGHTS``, by NDCG@k
        of likes plus NDCG@k of mutual likes); the model fits on the other rows,
@@ -564,6 +570,9 @@ def train_ranking_stage(
     lap("split")
 
     windows = _training_windows(interactions, split, label_fraction, training_windows)
+    max_train_viewers = min(
+        max_train_viewers, max(MIN_TRAIN_VIEWERS, VIEWER_MEMBER_BUDGET // members.n)
+    )
     parts = []
     for number, (t_start, t_end) in enumerate(windows):
         report(f"training rows, window {number + 1} of {len(windows)}")
@@ -656,6 +665,7 @@ def train_ranking_stage(
         validation_rows=int(valid.p),
         training_windows=[list(w) for w in windows],
         training_viewers=int(np.unique(rows.group).shape[0]),
+        max_train_viewers=int(max_train_viewers),
         training_positives=int(rows.y.sum()),
         training_likes=int(training_likes),
         training_likes_retrieved=float(latest.y.sum() / max(training_likes, 1)),
