@@ -147,14 +147,8 @@ class HistoryIndex:
                 self._targets, user_id, "right"
             )
         ]
-        rows = np.unique(np.concatenate([a, t]))
-        return self.history.select(_mask_of(rows, self.history.m))
-
-
-def _mask_of(rows: np.ndarray, m: int) -> np.ndarray:
-    mask = np.zeros(m, dtype=bool)
-    mask[rows] = True
-    return mask
+        # Positions, not a boolean mask: O(the member's degree), not O(m).
+        return self.history.select(np.unique(np.concatenate([a, t])))
 
 
 @dataclass
@@ -480,11 +474,16 @@ class RankingStageResult:
 
 RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 DEFAULT_MAX_TRAIN_VIEWERS = 6_000
-DEFAULT_TRAINING_WINDOWS = 2
+DEFAULT_TRAINING_WINDOWS = 4
+# Each window costs a state of its own (features, embeddings, like graphs over
+# every member): fewer windows for large populations (250,000 members: 4;
+# 1,000,000: 1, as many embedding fits as before the windows).
+WINDOW_MEMBER_BUDGET = 1_000_000
 # Each training viewer costs a pass over every member (filters, content and
 # popularity sources, exact search): the viewer count shrinks as the population
-# grows so this stage stays bounded (1,000,000 members: 2,000 viewers).
-VIEWER_MEMBER_BUDGET = 2_000_000_000
+# grows so this stage stays bounded (100,000 members: 6,000 viewers; 1,000,000:
+# 600).
+VIEWER_MEMBER_BUDGET = 600_000_000
 MIN_TRAIN_VIEWERS = 500
 DEFAULT_NEGATIVE_SHARE = 0.25
 
@@ -539,7 +538,10 @@ def train_ranking_stage(
        features, embeddings and the like graph of the history before ``t_label``;
        y = liked in the window. ``training_windows`` > 1 adds as many earlier
        windows of the same size, each with the state at its start (more likes to
-       learn from; at most ``max_train_viewers`` viewers — fewer for large
+       learn from, and more moments to learn them at — a cut through an evening
+       of speed dates teaches what a half-met wave looks like; fewer windows for
+       large populations, see ``WINDOW_MEMBER_BUDGET``; at most
+       ``max_train_viewers`` viewers — fewer for large
        populations, see ``VIEWER_MEMBER_BUDGET`` — and ``max_train_rows`` rows
        over all windows). A seeded ``validation_fraction`` of the latest
        window's viewers validate: model selection by NDCG@k per viewer,
@@ -569,6 +571,9 @@ def train_ranking_stage(
     )
     lap("split")
 
+    training_windows = max(
+        1, min(training_windows, WINDOW_MEMBER_BUDGET // max(members.n, 1))
+    )
     windows = _training_windows(interactions, split, label_fraction, training_windows)
     max_train_viewers = min(
         max_train_viewers, max(MIN_TRAIN_VIEWERS, VIEWER_MEMBER_BUDGET // members.n)

@@ -112,8 +112,10 @@ def test_every_training_window_is_built_on_its_own_past_only(stage):
     windows = result.metrics["training_windows"]
 
     assert windows[0] == [split.t_label, split.t_holdout]
-    assert len(windows) == 2 and windows[1][1] == windows[0][0]
-    assert windows[1][0] < windows[1][1]
+    assert len(windows) == 4  # DEFAULT_TRAINING_WINDOWS, all with history before
+    for later, earlier in zip(windows, windows[1:], strict=False):
+        assert earlier[1] == later[0] and earlier[0] < earlier[1]
+    assert windows[-1][0] > interactions.ts.min()
     assert result.holdout.now_ts == split.t_holdout
     # Every interaction the holdout features counted happened before the holdout.
     store = result.holdout.population.store
@@ -140,8 +142,8 @@ def test_training_rows_stop_near_the_cap(stage):
         members, interactions, {"dim": 8}, None, 1, max_train_rows=5_000
     )
 
-    # Each of the 2 windows stops after the viewer that crosses half the cap.
-    assert 2_500 <= result.metrics["candidate_rows"] <= 5_000 + 2 * 1_500
+    # Each of the 4 windows stops after the viewer that crosses a quarter of it.
+    assert 2_500 <= result.metrics["candidate_rows"] <= 5_000 + 4 * 1_500
     assert 0 < result.metrics["train_rows"] < result.metrics["candidate_rows"]
 
 
