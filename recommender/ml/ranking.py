@@ -181,7 +181,9 @@ def _train_ranking(
 def _halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified split of the validation rows into (selection, calibration)
     int64 positions; with too few rows both halves are all rows."""
-    if y.shape[0] < 2 * MIN_CALIBRATION_ROWS:
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)
+    if y.shape[0] < 2 * MIN_CALIBRATION_ROWS or counts.min() < 2:
+        # Too few rows, or a class too rare to be in both halves.
         everything = np.arange(y.shape[0])
         return everything, everything
     rng = np.random.default_rng(seed)
