@@ -6,6 +6,7 @@ import pytest
 from recommender.ml import synthetic
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
 from recommender.ml.pipeline import (
+    HOLDOUT_MAX_VIEWERS,
     candidate_rows,
     cut_state,
     evaluate_ranking,
@@ -122,7 +123,13 @@ def test_every_training_window_is_built_on_its_own_past_only(stage):
     # Every interaction the holdout features counted happened before the holdout.
     store = result.holdout.population.store
     assert store.n_given.sum() == split.history_for_holdout.m
-    assert result.holdout_pairs[0].shape[0] == split.holdout_labels.m
+    # The holdout pairs: every labelled pair of a sample of viewers.
+    scored = np.unique(result.holdout_pairs[0])
+    assert scored.shape[0] == min(
+        HOLDOUT_MAX_VIEWERS, np.unique(split.holdout_labels.actor).shape[0]
+    )
+    of_scored = np.isin(split.holdout_labels.actor, scored)
+    assert result.holdout_pairs[0].shape[0] == int(of_scored.sum())
     assert split.holdout_labels.m + split.history_for_holdout.m == interactions.m
 
 
