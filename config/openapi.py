@@ -137,3 +137,69 @@ class KindredAutoSchema(AutoSchema):
             codes.append("429")
         codes.append("503")
         return codes
+
+
+PROFILE = ("/api/v1/profiles/{user_id}/", "get")
+
+# (path, method, response status) -> link name -> (target, path parameter, value).
+# Every response that carries a member's id links to that member's public profile,
+# so a stateful client (schemathesis' stateful phase) can chain the calls.
+LINKS = {
+    ("/api/v1/accounts/", "post", "201"): {
+        "GetSignedUpProfile": (PROFILE, "user_id", "$response.body#/id"),
+    },
+    ("/api/v1/interactions/", "post", "201"): {
+        "GetTargetProfile": (PROFILE, "user_id", "$response.body#/target"),
+    },
+    ("/api/v1/interactions/", "post", "200"): {
+        "GetTargetProfile": (PROFILE, "user_id", "$response.body#/target"),
+    },
+    ("/api/v1/interactions/", "get", "200"): {
+        "GetFirstTargetProfile": (
+            PROFILE,
+            "user_id",
+            "$response.body#/results/0/target",
+        ),
+    },
+    ("/api/v1/matches/", "get", "200"): {
+        "GetFirstMatchProfile": (
+            PROFILE,
+            "user_id",
+            "$response.body#/results/0/member/user_id",
+        ),
+    },
+    ("/api/v1/recommendations/", "get", "200"): {
+        "GetFirstRecommendedProfile": (
+            PROFILE,
+            "user_id",
+            "$response.body#/results/0/user_id",
+        ),
+    },
+    ("/api/v1/profiles/me/", "get", "200"): {
+        "GetOwnPublicProfile": (PROFILE, "user_id", "$response.body#/user_id"),
+    },
+    ("/api/v1/profiles/me/", "patch", "200"): {
+        "GetOwnPublicProfile": (PROFILE, "user_id", "$response.body#/user_id"),
+    },
+}
+
+
+def add_links(result, generator, request, public):
+    """drf-spectacular postprocessing hook: OpenAPI ``links`` from the responses
+    that carry a member id to ``GET /api/v1/profiles/{user_id}/``."""
+    paths = result.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        for name, ((target_path, target_method), parameter, value) in links.items():
+            target = paths.get(target_path, {}).get(target_method)
+            if target is None:
+                continue
+            response.setdefault("links", {})[name] = {
+                "operationId": target["operationId"],
+                "parameters": {parameter: value},
+                "description": f"`{parameter}` of {target_method.upper()} "
+                f"{target_path} is `{value}`.",
+            }
+    return result

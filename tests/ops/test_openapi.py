@@ -1,14 +1,26 @@
 import re
 
 import pytest
+import schemathesis
 from django.core.management import call_command
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
+from hypothesis import HealthCheck, settings
+from rest_framework.authtoken.models import Token
+from rest_framework.throttling import ScopedRateThrottle
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from config.openapi import LINKS
+from tests.accounts.factories import member
 
 pytestmark = pytest.mark.django_db
 
 API_PREFIX = "api/v1/"
+STATEFUL_EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +132,98 @@ def test_the_docs_page_serves_swagger_ui_from_our_own_static_files(client):
     html = response.content.decode()
     assert "swagger-ui" in html
     assert "cdn" not in html.lower()
+
+
+def test_responses_carrying_a_member_id_link_to_that_members_profile(schema):
+    operations = {
+        operation["operationId"]: (path, operation)
+        for path, methods in schema["paths"].items()
+        for operation in methods.values()
+    }
+    found = 0
+    for (path, method, status), links in LINKS.items():
+        response = schema["paths"][path][method]["responses"][status]
+        assert set(response["links"]) == set(links), (method, path, status)
+        for link in response["links"].values():
+            target_path, target = operations[link["operationId"]]
+            path_parameters = {
+                p["name"] for p in target["parameters"] if p["in"] == "path"
+            }
+            assert set(link["parameters"]) == path_parameters, link
+            for value in link["parameters"].values():
+                assert value.startswith("$response.body#/"), link
+                # The pointer's first step is a property of the response body.
+                body = response["content"]["application/json"]["schema"]["$ref"]
+                properties = schema["components"]["schemas"][body.rsplit("/", 1)[-1]]
+                first = value.removeprefix("$response.body#/").split("/")[0]
+                assert first in properties["properties"], link
+            found += 1
+    assert found >= 8
+    signup = schema["paths"]["/api/v1/accounts/"]["post"]["responses"]["201"]
+    assert signup["links"]["GetSignedUpProfile"] == {
+        "operationId": "v1_profiles_retrieve",
+        "parameters": {"user_id": "$response.body#/id"},
+        "description": signup["links"]["GetSignedUpProfile"]["description"],
+    }
+
+
+@pytest.fixture
+def wsgi_keeps_the_test_connection():
+    """As in tests/reliability/test_fuzz.py: the raw WSGI handler would close the
+    test transaction's own connection around each request."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.mark.slow
+def test_schemathesis_stateful_phase_follows_the_links_without_5xx(
+    monkeypatch, wsgi_keeps_the_test_connection
+):
+    monkeypatch.setattr(
+        ScopedRateThrottle,
+        "THROTTLE_RATES",
+        {"signup": "100000/hour", "token": "100000/hour", "interactions": None},
+    )
+    viewer = member()
+    member()  # someone to like, match and recommend
+    token = Token.objects.create(user=viewer).key
+    api = schemathesis.openapi.from_wsgi(
+        "/api/schema/?format=json", get_wsgi_application()
+    )
+    calls = []
+
+    class Machine(api.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": {"Authorization": f"Token {token}"}}
+
+        def after_call(self, response, case):
+            calls.append((case.method, case.path, response.status_code))
+
+        def validate_response(self, response, case, additional_checks=None, **kw):
+            # As in test_fuzz: schema-valid input may be refused by design
+            # (an unknown target id, a birth date under 18…).
+            case.validate_response(
+                response,
+                additional_checks=additional_checks,
+                excluded_checks=[positive_data_acceptance],
+                headers={"Authorization": f"Token {token}"},
+                transport_kwargs=kw or None,
+            )
+
+    Machine.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+
+    assert calls
+    assert not [call for call in calls if call[2] >= 500]
+    followed = [c for c in calls if c[1] == "/api/v1/profiles/{user_id}/"]
+    assert any(status == 200 for _, _, status in followed), calls
