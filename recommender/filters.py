@@ -214,10 +214,6 @@ class Viewer(ViewerState):
 
     facts: MemberFacts
 
-    @property
-    def has_history(self) -> bool:
-        return bool(np.any(self.history.actor == self.user_id))
-
 
 def viewer_load(*, user_id: int) -> Viewer | None:
     """The viewer's fresh state in two queries (profile and preferences; the

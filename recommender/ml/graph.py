@@ -33,11 +33,13 @@ class LikeGraph:
     """Positive interactions between ``n`` member rows: ``forward`` CSR float32
     [n, n] (row u: u's likes, column c scaled by ``d_c ** -0.5``), ``backward`` CSR
     float32 [n, n] (row i: the members who liked i, each scaled by
-    ``d_out(u) ** -USER_DAMPING · d_i ** -0.5``); ``likes_received`` and
-    ``likes_given`` int32 [n]."""
+    ``d_out(u) ** -USER_DAMPING · d_i ** -0.5``), ``damped`` CSR float32 [n, n]
+    (``forward``'s rows scaled by ``d_out(u) ** -USER_DAMPING``: the backward
+    walk's first hop); ``likes_received`` and ``likes_given`` int32 [n]."""
 
     forward: sp.csr_matrix
     backward: sp.csr_matrix
+    damped: sp.csr_matrix
     likes_received: np.ndarray
     likes_given: np.ndarray
 
@@ -66,9 +68,14 @@ def like_graph_build(
         ((inv_out[actor] * inv_in[target]).astype(np.float32), (target, actor)),
         shape=(n, n),
     )
+    damped = sp.csr_matrix(
+        ((inv_out[actor] * inv_in[target]).astype(np.float32), (actor, target)),
+        shape=(n, n),
+    )
     return LikeGraph(
         forward=forward,
         backward=backward,
+        damped=damped,
         likes_received=received,
         likes_given=given,
     )
@@ -138,19 +145,9 @@ def neighbour_scores(
     users, weights = _hop(graph.backward, _rows_of(liked_rows, n))
     forward = NeighbourScores(*_hop(graph.forward, users, weights))
     # backward: what v's likers also liked (items similar to v), then who liked those.
-    items, weights = _hop(_user_damped(graph), _rows_of(liker_rows, n))
+    items, weights = _hop(graph.damped, _rows_of(liker_rows, n))
     backward = NeighbourScores(*_hop(graph.backward, items, weights))
     return forward, backward
-
-
-def _user_damped(graph: LikeGraph) -> sp.csr_matrix:
-    """Rows u of ``forward`` scaled by ``d_out(u) ** -USER_DAMPING`` (cached)."""
-    cached = getattr(graph, "_damped", None)
-    if cached is None:
-        inv_out = _inverse_root(graph.likes_given.astype(np.float64), USER_DAMPING)
-        cached = (sp.diags(inv_out.astype(np.float32)) @ graph.forward).tocsr()
-        object.__setattr__(graph, "_damped", cached)
-    return cached
 
 
 PAIR_CHUNK_VIEWERS = 256
@@ -175,7 +172,7 @@ def pair_neighbour_scores(
     liked.data[:] = 1.0
     likers = graph.backward.copy()
     likers.data[:] = 1.0
-    damped = _user_damped(graph)
+    damped = graph.damped
     viewers, inverse = np.unique(viewer_rows, return_inverse=True)
     for start in range(0, viewers.shape[0], PAIR_CHUNK_VIEWERS):
         chunk = viewers[start : start + PAIR_CHUNK_VIEWERS]
