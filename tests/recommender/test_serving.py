@@ -287,12 +287,15 @@ def test_no_challenger_means_no_experiment(engine, trained):
 PLANTED_MEMBERS = 600  # at 300 too few members have enough candidates to tell
 
 
-def test_recommendations_favour_the_planted_preferred_tribe(engine, media):
+def test_recommendations_favour_the_planted_preferred_tribe(engine, media, monkeypatch):
     """The demo data plants a preferred tribe per member (recommender/ml/
     synthetic.py). Recommended members belong to the viewer's preferred tribe far
     more often than the members the filters allow (measured 1.9x at 600 members,
     1.8x at 2,000 when the ranker learned like vs dislike; 1.33x at 600 since it
     learns who is chosen among everyone, where exposure and replies weigh too)."""
+    # The exploration source's draw seeded: the rate below is one measurement,
+    # not a different one per run (it moved 1.09x-1.33x between unseeded runs).
+    monkeypatch.setattr(engine, "_rng", lambda: np.random.default_rng(7))
     demo_seed(users=PLANTED_MEMBERS, seed=7)
     train_and_activate()
     dataset = synthetic.generate_dataset(
