@@ -227,6 +227,7 @@ CELERY_TASK_ROUTES = {
     f"recommender.tasks.{name}": {"queue": "training"} for name in TRAINING_TASKS
 } | {"recommender.tasks.impressions_flush": {"queue": "celery"}}
 IMPRESSIONS_FLUSH_SECONDS = env.float("IMPRESSIONS_FLUSH_SECONDS", default=5.0)
+AB_GUARDRAIL_SECONDS = env.float("AB_GUARDRAIL_SECONDS", default=900.0)
 CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "recommender.tasks.nightly_pipeline",
@@ -243,6 +244,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recommender.tasks.impressions_flush",
         "schedule": IMPRESSIONS_FLUSH_SECONDS,
         "options": {"queue": "celery", "expires": IMPRESSIONS_FLUSH_SECONDS},
+    },
+    # Stops an A/B challenger significantly worse than control (recommender.guardrail).
+    "ab-guardrail": {
+        "task": "recommender.tasks.ab_guardrail_check",
+        "schedule": AB_GUARDRAIL_SECONDS,
+        "options": {"queue": "celery", "expires": AB_GUARDRAIL_SECONDS},
     },
 }
 
@@ -378,6 +385,13 @@ KINDRED = {
     ),
     "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS": env.int(
         "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS", default=30
+    ),
+    # A/B guardrail (every AB_GUARDRAIL_SECONDS): a challenger whose like or match
+    # rate is lower than control's at this two-sided significance level, with at
+    # least this many impressions in each arm, is stopped (traffic 0, audited).
+    "AB_GUARDRAIL_ALPHA": env.float("AB_GUARDRAIL_ALPHA", default=0.01),
+    "AB_GUARDRAIL_MIN_IMPRESSIONS": env.int(
+        "AB_GUARDRAIL_MIN_IMPRESSIONS", default=1000
     ),
 }
 

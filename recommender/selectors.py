@@ -1,11 +1,12 @@
 """Reads of the recommender: a member's recommendations (cache or compute), their
 impressions, and the A/B report computed from them."""
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
@@ -25,6 +26,12 @@ from accounts.models import Profile, User
 from config.api import ApplicationError
 from interactions.models import POSITIVE_KINDS, Interaction, InteractionKind, Match
 from recommender.cache import recommendations_cache, recommendations_cache_key
+from recommender.ml.abtest import (
+    Interval,
+    ProportionTest,
+    proportion_test,
+    wilson_interval,
+)
 from recommender.models import RecommendationLog
 
 logger = logging.getLogger(__name__)
@@ -318,11 +325,20 @@ def _impression_recent(
 
 @dataclass(frozen=True)
 class ArmReport:
+    """One experiment arm's counts, rates per impression with their 95 % Wilson
+    intervals, and (for a challenger arm) its tests against the control arm of the
+    same experiment over the same impressions: ``like_test`` and ``match_test``
+    (``recommender.ml.abtest.proportion_test``; ``None`` for the control arm or
+    without a control arm to compare with). The tests are derived from the counts,
+    so they take no part in comparing two reports."""
+
     experiment: str
     arm: str
     impressions: int
     likes: int
     matches: int
+    like_test: ProportionTest | None = field(default=None, compare=False)
+    match_test: ProportionTest | None = field(default=None, compare=False)
 
     @property
     def like_rate(self) -> float | None:
@@ -332,13 +348,29 @@ class ArmReport:
     def match_rate(self) -> float | None:
         return self.matches / self.impressions if self.impressions else None
 
+    @property
+    def like_interval(self) -> Interval | None:
+        return wilson_interval(successes=self.likes, trials=self.impressions)
+
+    @property
+    def match_interval(self) -> Interval | None:
+        return wilson_interval(successes=self.matches, trials=self.impressions)
+
+    @property
+    def label(self) -> str:
+        """``"name:arm"`` as impressions store it."""
+        return f"{self.experiment}:{self.arm}" if self.arm else self.experiment
+
 
 ARM_ORDER = {"control": 0, "challenger": 1}
 END_OF_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
 def ab_report(
-    *, kind: str | None = None, since: dt.datetime | None = None
+    *,
+    kind: str | None = None,
+    since: dt.datetime | None = None,
+    experiment: str | None = None,
 ) -> list[ArmReport]:
     """Impressions, likes and matches per experiment arm, computed in the database.
 
@@ -350,13 +382,20 @@ def ab_report(
     *matched* when it is liked and the pair has a match made at or after the
     impression. Rates are per impression. Only impressions served inside an
     experiment count; ``kind`` keeps experiments about that model kind (experiment
-    names start with the kind, e.g. ``ranking-v5-vs-v4``), ``since`` impressions
-    from then on.
+    names start with the kind, e.g. ``ranking-v5-vs-v4``), ``experiment`` that one
+    experiment (its name without the arm), ``since`` impressions from then on.
+
+    Each challenger arm is tested against its experiment's control arm (like rate
+    and match rate, see ``ArmReport``).
     """
     impressions = RecommendationLog.objects.exclude(experiment="")
     if kind:
         impressions = impressions.filter(
             Q(experiment__startswith=f"{kind}-") | Q(experiment__contains=f"+{kind}-")
+        )
+    if experiment:
+        impressions = impressions.filter(
+            experiment__in=[f"{experiment}:{arm}" for arm in ARM_ORDER]
         )
     if since is not None:
         impressions = impressions.filter(created_at__gte=since)
@@ -415,7 +454,34 @@ def ab_report(
                 matches=row["n_matches"],
             )
         )
-    return sorted(reports, key=lambda r: (r.experiment, ARM_ORDER.get(r.arm, 2), r.arm))
+    reports.sort(key=lambda r: (r.experiment, ARM_ORDER.get(r.arm, 2), r.arm))
+    return _with_tests(reports)
+
+
+def _with_tests(reports: list[ArmReport]) -> list[ArmReport]:
+    """``reports`` with every challenger arm's tests against its control arm."""
+    controls = {r.experiment: r for r in reports if r.arm == "control"}
+    tested = []
+    for report in reports:
+        control = controls.get(report.experiment)
+        if report.arm != "control" and control is not None:
+            report = dataclasses.replace(
+                report,
+                like_test=proportion_test(
+                    successes_a=control.likes,
+                    trials_a=control.impressions,
+                    successes_b=report.likes,
+                    trials_b=report.impressions,
+                ),
+                match_test=proportion_test(
+                    successes_a=control.matches,
+                    trials_a=control.impressions,
+                    successes_b=report.matches,
+                    trials_b=report.impressions,
+                ),
+            )
+        tested.append(report)
+    return tested
 
 
 def ab_report_since(*, days: int | None) -> dt.datetime | None:

@@ -147,3 +147,17 @@ def impressions_flush() -> int:
     if not buffer_enabled():
         return 0
     return impressions_drain()
+
+
+@shared_task(name="recommender.tasks.ab_guardrail_check", ignore_result=True)
+def ab_guardrail_check() -> list[int]:
+    """Stop the A/B challenger when it is significantly worse than control on a
+    guardrail metric (Celery beat, every ``AB_GUARDRAIL_SECONDS``; see
+    ``recommender.guardrail``); returns the ids of the versions it stopped."""
+    from recommender.guardrail import experiment_guardrail_check
+
+    result = experiment_guardrail_check()
+    if result is None:
+        return []
+    logger.info("A/B guardrail: %s", result.summary)
+    return [activation.from_model_id for activation in result.activations]
