@@ -14,7 +14,14 @@ POSITIVE_KINDS = frozenset({InteractionKind.LIKE, InteractionKind.SUPER_LIKE})
 
 
 class Interaction(models.Model):
-    """One member's current verdict on another: one row per (actor, target)."""
+    """One member's current verdict on another: one row per (actor, target).
+
+    ``created_at`` is when the current verdict was given: a change of mind (another
+    kind) re-dates the row, and the verdict it replaces is kept as an
+    :class:`InteractionHistory` row. Training cuts its data by this time, so a
+    verdict is never seen before it was made; ``updated_at`` moves with any write
+    (a repeated verdict with a new context too).
+    """
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -54,6 +61,42 @@ class Interaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_id} {self.kind} {self.target_id}"
+
+
+class InteractionHistory(models.Model):
+    """A verdict that held from ``created_at`` until ``replaced_at``, when the
+    member changed their mind (append-only; written by ``interaction_record``).
+
+    With the pair's ``Interaction`` row it tells what the verdict was at any time:
+    training data as of a past cut reads it (``recommender.data.interactions_load``).
+    """
+
+    interaction = models.ForeignKey(
+        Interaction, on_delete=models.CASCADE, related_name="history"
+    )
+    kind = models.CharField(max_length=16, choices=InteractionKind.choices)
+    context = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    replaced_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "interaction history"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=InteractionKind.values),
+                name="interaction_history_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(created_at__lte=F("replaced_at")),
+                name="interaction_history_period",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["replaced_at"], name="interaction_history_replaced")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} until {self.replaced_at:%Y-%m-%d %H:%M:%S}"
 
 
 class MatchEndReason(models.TextChoices):

@@ -13,6 +13,7 @@ from config.api import ApplicationError
 from interactions.models import (
     POSITIVE_KINDS,
     Interaction,
+    InteractionHistory,
     InteractionKind,
     Match,
     MatchEndReason,
@@ -150,12 +151,36 @@ def _match_sync(*, actor: User, target: User, kind: str) -> bool:
     return False
 
 
+def _verdict_change(*, interaction: Interaction, kind: str, context: dict) -> None:
+    """Update the pair's row with the actor's new verdict. Another kind is a change
+    of mind: the replaced verdict goes to ``InteractionHistory`` and the row is
+    re-dated now, so training never sees the new verdict before it was made nor
+    loses the old one at an earlier cut. The same kind again keeps its date."""
+    update_fields = ["kind", "context", "updated_at"]
+    if kind != interaction.kind:
+        # Never before the verdict it replaces (an imported row may be dated ahead
+        # of this clock): the history's periods stay in order.
+        now = max(timezone.now(), interaction.created_at)
+        InteractionHistory.objects.create(
+            interaction=interaction,
+            kind=interaction.kind,
+            context=interaction.context,
+            created_at=interaction.created_at,
+            replaced_at=now,
+        )
+        interaction.created_at = now
+        update_fields.append("created_at")
+    interaction.kind, interaction.context = kind, context
+    interaction.save(update_fields=update_fields)
+
+
 @transaction.atomic
 def interaction_record(
     *, actor: User, target_id: int, kind: str, context: dict | None = None
 ) -> InteractionRecorded:
-    """Record ``actor``'s verdict on ``target_id``: one row per pair, updated when the
-    member changes their mind.
+    """Record ``actor``'s verdict on ``target_id``: one row per pair, updated (and
+    re-dated, the earlier verdict kept as history) when the member changes their
+    mind.
 
     A mutual like or super like creates the pair's match (or reopens an ended one); a
     dislike or a block ends an active match. Both members' rows are locked for the
@@ -199,8 +224,7 @@ def interaction_record(
             actor=actor, target=target, kind=kind, context=context
         )
     else:
-        interaction.kind, interaction.context = kind, context
-        interaction.save(update_fields=["kind", "context", "updated_at"])
+        _verdict_change(interaction=interaction, kind=kind, context=context)
 
     matched = _match_sync(actor=actor, target=target, kind=kind)
     profile_touch(user_id=actor.pk)

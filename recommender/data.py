@@ -15,6 +15,7 @@ Stored embedding layout: ``UserEmbedding.vector`` holds one member's ``taste`` t
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 
@@ -23,7 +24,7 @@ from django.db import connection
 from django.db.models import Q
 
 from accounts.models import Profile
-from interactions.models import Interaction
+from interactions.models import Interaction, InteractionHistory
 from recommender.ml.data import (
     GENDER_CODES,
     KIND_CODES,
@@ -140,17 +141,35 @@ def _seeking_mask(genders) -> int:
 def interactions_load(
     *, created_before: dt.datetime | None = None
 ) -> InteractionArrays:
-    """Every interaction (optionally only those created before a cutoff), in no
-    particular order: ``actor``/``target`` user ids, ``kind`` codes, ``ts`` seconds."""
+    """Every pair's verdict, in no particular order: ``actor``/``target`` user ids,
+    ``kind`` codes, ``ts`` seconds (when that verdict was given).
+
+    Without ``created_before``, the current verdicts. With it, the verdicts as they
+    stood just before that time: a pair whose member changed their mind since
+    counts with the verdict it had then (from ``InteractionHistory``), a pair first
+    rated since not at all.
+    """
     if connection.vendor == "postgresql":
         return _interactions_copy(created_before)
-    rows = Interaction.objects.order_by()
-    if created_before is not None:
-        rows = rows.filter(created_at__lt=created_before)
-    actor, target, kind, ts = [], [], [], []
-    for a, t, k, c in rows.values_list(
+    rows = Interaction.objects.order_by().values_list(
         "actor_id", "target_id", "kind", "created_at"
-    ).iterator(chunk_size=CHUNK_ROWS):
+    )
+    if created_before is not None:
+        earlier = (
+            InteractionHistory.objects.order_by()
+            .filter(created_at__lt=created_before, replaced_at__gte=created_before)
+            .values_list(
+                "interaction__actor_id", "interaction__target_id", "kind", "created_at"
+            )
+        )
+        rows = itertools.chain(
+            rows.filter(created_at__lt=created_before).iterator(chunk_size=CHUNK_ROWS),
+            earlier.iterator(chunk_size=CHUNK_ROWS),
+        )
+    else:
+        rows = rows.iterator(chunk_size=CHUNK_ROWS)
+    actor, target, kind, ts = [], [], [], []
+    for a, t, k, c in rows:
         actor.append(a)
         target.append(t)
         kind.append(KIND_CODES[k])
@@ -209,15 +228,26 @@ def _interactions_copy(created_before: dt.datetime | None) -> InteractionArrays:
         f"WHEN '{name}' THEN {code}" for name, code in KIND_CODES.items()
     )
     table = connection.ops.quote_name(Interaction._meta.db_table)
-    where, params = "", []
-    if created_before is not None:
-        where, params = "WHERE created_at < %s", [created_before]
-    query = (
-        f"COPY (SELECT actor_id::int8, target_id::int8, "
+    columns = (
+        "actor_id::int8, target_id::int8, "
         f"(CASE kind {kind_case} ELSE -1 END)::int2, "
-        f"extract(epoch FROM created_at)::float8 FROM {table} {where}) "
-        "TO STDOUT (FORMAT binary)"
+        "extract(epoch FROM created_at)::float8"
     )
+    select, params = f"SELECT {columns} FROM {table}", []
+    if created_before is not None:
+        # The verdicts given before the cut and still held, then those replaced
+        # since (InteractionHistory): each pair's verdict as of the cut.
+        history = connection.ops.quote_name(InteractionHistory._meta.db_table)
+        select = (
+            f"{select} WHERE created_at < %s UNION ALL "
+            f"SELECT i.actor_id::int8, i.target_id::int8, "
+            f"(CASE h.kind {kind_case} ELSE -1 END)::int2, "
+            f"extract(epoch FROM h.created_at)::float8 "
+            f"FROM {history} h JOIN {table} i ON i.id = h.interaction_id "
+            "WHERE h.created_at < %s AND h.replaced_at >= %s"
+        )
+        params = [created_before] * 3
+    query = f"COPY ({select}) TO STDOUT (FORMAT binary)"
     buffer = bytearray()
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
