@@ -222,6 +222,12 @@ def _started_at(challengers: tuple[MLModel, ...]) -> dt.datetime | None:
     return starts.first()
 
 
+def guardrail_thresholds() -> dict[str, float | int]:
+    """The configured ``alpha`` and ``min_impressions`` of the guardrail."""
+    alpha, min_impressions = _thresholds(alpha=None, min_impressions=None)
+    return {"alpha": alpha, "min_impressions": min_impressions}
+
+
 def _thresholds(*, alpha: float | None, min_impressions: int | None):
     kindred = getattr(settings, "KINDRED", {})
     if alpha is None:

@@ -23,9 +23,11 @@ from django.views.decorators.http import require_POST
 
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
+from recommender.guardrail import GUARDRAIL_ACTOR_LABEL, guardrail_thresholds
 from recommender.selectors import ab_report, ab_report_since
 from registry.dashboard import registry_dashboard
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
+from registry.selectors import activation_list
 from registry.services import (
     activation_summary,
     model_activate,
@@ -37,6 +39,7 @@ from registry.services import (
 SERVING_FIELDS = ("is_active", "traffic_percent")
 ADMIN_ACTOR_LABEL = "admin"
 NO_VALUE = "—"
+GUARDRAIL_STOPS_SHOWN = 20
 
 
 class MLModelServingForm(forms.ModelForm):
@@ -255,7 +258,8 @@ class MLModelAdmin(admin.ModelAdmin):
         return redirect("admin:registry_mlmodel_dashboard")
 
     def ab_report_view(self, request):
-        """Impressions, likes and matches per experiment arm (``ab_report``)."""
+        """Impressions, likes and matches per experiment arm with intervals and
+        tests (``ab_report``), and the challengers the guardrail stopped."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = ABReportForm(request.GET or None)
@@ -270,6 +274,10 @@ class MLModelAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "form": form,
             "rows": rows,
+            "guardrail": guardrail_thresholds(),
+            "guardrail_stops": activation_list().filter(
+                actor_label=GUARDRAIL_ACTOR_LABEL
+            )[:GUARDRAIL_STOPS_SHOWN],
         }
         return TemplateResponse(
             request, "admin/registry/mlmodel/ab_report.html", context

@@ -130,6 +130,54 @@ def test_rates_of_an_arm_without_impressions_are_none():
 
     assert empty.like_rate is None
     assert empty.match_rate is None
+    assert empty.like_interval is None
+    assert empty.match_interval is None
+
+
+def test_rates_have_95_percent_wilson_intervals(experiment_data):
+    control, challenger = ab_report(kind="ranking")
+
+    # (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.96
+    assert control.like_interval.text == "0.1888-0.7333"  # 4 of 9
+    assert control.match_interval.text == "0.0632-0.5474"  # 2 of 9
+    assert challenger.like_interval.text == "0.2077-0.9385"  # 2 of 3
+    assert challenger.match_interval.text == "0.0615-0.7923"  # 1 of 3
+    assert control.like_interval.low == pytest.approx(0.188778521, abs=1e-9)
+
+
+def test_the_challenger_arm_is_tested_against_control(experiment_data):
+    control, challenger = ab_report(kind="ranking", since=ab_report_since(days=30))
+
+    assert control.like_test is None and control.match_test is None
+    # 3 impressions: expected counts under 5, so Fisher's exact test. Likes 2 of 3
+    # against 3 of 8: of the tables with these margins (3 + 8 impressions, 5
+    # likes), P(challenger likes = 0, 1, 2, 3) = 20, 75, 60, 10 / 165; those no
+    # likelier than the observed 2 sum to (20 + 60 + 10) / 165 = 0.5455.
+    assert challenger.like_test.method == "fisher"
+    assert challenger.like_test.p_value == pytest.approx(90 / 165)
+    assert challenger.like_test.difference == pytest.approx(2 / 3 - 3 / 8)
+    assert challenger.match_test.method == "fisher"
+    assert challenger.match_test.p_value == pytest.approx(1.0)
+
+
+def test_an_experiment_without_a_control_arm_has_no_test(db):
+    viewer, target = member(), member()
+    shown(viewer, target, T0, f"{RANKING}:challenger")
+
+    (only,) = ab_report()
+
+    assert only.arm == "challenger"
+    assert only.like_test is None
+
+
+def test_experiment_keeps_that_experiments_arms(experiment_data):
+    rows = ab_report(experiment=RANKING)
+
+    assert [(r.experiment, r.arm) for r in rows] == [
+        (RANKING, "control"),
+        (RANKING, "challenger"),
+    ]
+    assert ab_report(experiment="ranking-v9-vs-v5") == []
 
 
 def test_kind_keeps_the_experiments_about_that_kind(experiment_data):
@@ -156,6 +204,29 @@ def test_no_experiment_no_rows(db):
 
 # --- the command ------------------------------------------------------------------
 
+# arm, impressions, likes, like rate, its 95 % interval, p-value against control,
+# matches, match rate, interval, p-value, tests (like/match): as printed and shown.
+EMBEDDING_CONTROL = [
+    "control", "1", "0", "0.0000", "0.0000-0.7935", "—",
+    "0", "0.0000", "0.0000-0.7935", "—", "—",
+]  # fmt: skip
+RANKING_CONTROL = [
+    "control", "9", "4", "0.4444", "0.1888-0.7333", "—",
+    "2", "0.2222", "0.0632-0.5474", "—", "—",
+]  # fmt: skip
+RANKING_CHALLENGER = [
+    "challenger", "3", "2", "0.6667", "0.2077-0.9385", "1.0000",
+    "1", "0.3333", "0.0615-0.7923", "1.0000", "fisher/fisher",
+]  # fmt: skip
+RANKING_CONTROL_30_DAYS = [
+    "control", "8", "3", "0.3750", "0.1368-0.6943", "—",
+    "2", "0.2500", "0.0715-0.5907", "—", "—",
+]  # fmt: skip
+RANKING_CHALLENGER_30_DAYS = [
+    "challenger", "3", "2", "0.6667", "0.2077-0.9385", "0.5455",
+    "1", "0.3333", "0.0615-0.7923", "1.0000", "fisher/fisher",
+]  # fmt: skip
+
 
 def report_lines(*args) -> list[list[str]]:
     out = StringIO()
@@ -172,13 +243,18 @@ def test_command_prints_counts_and_rates(experiment_data):
         "impressions",
         "likes",
         "like_rate",
+        "like_95ci",
+        "like_p",
         "matches",
         "match_rate",
+        "match_95ci",
+        "match_p",
+        "test",
     ]
     assert lines[1:] == [
-        ["embedding-v3-vs-v2", "control", "1", "0", "0.0000", "0", "0.0000"],
-        [RANKING, "control", "9", "4", "0.4444", "2", "0.2222"],
-        [RANKING, "challenger", "3", "2", "0.6667", "1", "0.3333"],
+        ["embedding-v3-vs-v2", *EMBEDDING_CONTROL],
+        [RANKING, *RANKING_CONTROL],
+        [RANKING, *RANKING_CHALLENGER],
     ]
 
 
@@ -186,8 +262,8 @@ def test_command_filters_by_kind_and_days(experiment_data):
     lines = report_lines("--kind", "ranking", "--since", "30")
 
     assert lines[1:] == [
-        [RANKING, "control", "8", "3", "0.3750", "2", "0.2500"],
-        [RANKING, "challenger", "3", "2", "0.6667", "1", "0.3333"],
+        [RANKING, *RANKING_CONTROL_30_DAYS],
+        [RANKING, *RANKING_CHALLENGER_30_DAYS],
     ]
 
 
@@ -241,9 +317,9 @@ def test_admin_page_shows_the_report_to_staff_with_the_registry_permission(
 
     assert response.status_code == 200
     assert table_rows(response) == [
-        ["embedding-v3-vs-v2", "control", "1", "0", "0.0000", "0", "0.0000"],
-        [RANKING, "control", "9", "4", "0.4444", "2", "0.2222"],
-        [RANKING, "challenger", "3", "2", "0.6667", "1", "0.3333"],
+        ["embedding-v3-vs-v2", *EMBEDDING_CONTROL],
+        [RANKING, *RANKING_CONTROL],
+        [RANKING, *RANKING_CHALLENGER],
     ]
 
 
@@ -252,14 +328,9 @@ def test_admin_page_filters(client, experiment_data):
         REPORT_URL, {"kind": "ranking", "since": 30}
     )
 
-    assert table_rows(response)[0] == [
-        RANKING,
-        "control",
-        "8",
-        "3",
-        "0.3750",
-        "2",
-        "0.2500",
+    assert table_rows(response) == [
+        [RANKING, *RANKING_CONTROL_30_DAYS],
+        [RANKING, *RANKING_CHALLENGER_30_DAYS],
     ]
 
 

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from recommender.selectors import ab_report, ab_report_since
+from recommender.ml.abtest import Interval, ProportionTest
+from recommender.selectors import ArmReport, ab_report, ab_report_since
 from registry.models import ModelKind
 
 
@@ -18,10 +19,26 @@ def _rate(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def _interval(interval: Interval | None) -> str:
+    return "—" if interval is None else interval.text
+
+
+def _p_value(test: ProportionTest | None) -> str:
+    return "—" if test is None else test.p_value_text
+
+
+def _methods(row: ArmReport) -> str:
+    if row.like_test is None or row.match_test is None:
+        return "—"
+    return f"{row.like_test.method}/{row.match_test.method}"
+
+
 class Command(BaseCommand):
     help = (
         "A/B report: per experiment arm, impressions, likes and matches with the like "
-        "and match rate per impression."
+        "and match rate per impression, their 95% Wilson intervals and, for a "
+        "challenger arm, the two-sided p-value of its difference from control "
+        "(test: z = two-proportion z-test, fisher = Fisher exact; like/match)."
     )
 
     def add_arguments(self, parser):
@@ -48,8 +65,13 @@ class Command(BaseCommand):
             "impressions",
             "likes",
             "like_rate",
+            "like_95ci",
+            "like_p",
             "matches",
             "match_rate",
+            "match_95ci",
+            "match_p",
+            "test",
         )
         table = [header] + [
             (
@@ -58,8 +80,13 @@ class Command(BaseCommand):
                 str(row.impressions),
                 str(row.likes),
                 _rate(row.like_rate),
+                _interval(row.like_interval),
+                _p_value(row.like_test),
                 str(row.matches),
                 _rate(row.match_rate),
+                _interval(row.match_interval),
+                _p_value(row.match_test),
+                _methods(row),
             )
             for row in rows
         ]
