@@ -12,7 +12,8 @@ this view sums them up (gauges as each declares with ``multiprocess_mode``). A
 Celery worker does the same with its own directory and serves its figures on
 ``CELERY_METRICS_PORT`` (see ``config.celery``). Without the variable (tests,
 ``runserver``, the embedded default's in-process tasks) the process's own
-registry is exposed.
+registry is exposed. The training figures (``recommender.metrics.TrainingCollector``)
+are read from the database at scrape time and added by this view.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-import recommender.metrics  # noqa: F401 - registers the recommendation metrics
+from recommender.metrics import TRAINING_COLLECTOR  # and registers the others
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset(
@@ -109,6 +110,13 @@ def metrics_registry():
     return REGISTRY
 
 
+# Figures read from the database at scrape time, the same in every process: exposed
+# by the web's /metrics only (a Celery worker's metrics server would open a database
+# connection per scrape thread for them).
+DATABASE_REGISTRY = CollectorRegistry()
+DATABASE_REGISTRY.register(TRAINING_COLLECTOR)
+
+
 def multiproc_dir_reset(path: str) -> None:
     """Create ``path`` or empty it of a previous run's value files (stale
     counters would otherwise be summed into the new run's)."""
@@ -123,5 +131,6 @@ def multiproc_dir_reset(path: str) -> None:
 def metrics_view(request):
     """Prometheus text exposition of every metric of this service."""
     return HttpResponse(
-        generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST
+        generate_latest(metrics_registry()) + generate_latest(DATABASE_REGISTRY),
+        content_type=CONTENT_TYPE_LATEST,
     )

@@ -7,7 +7,13 @@ Defined once at import (cheap: no I/O) in the default registry and exposed by
 serves, so a promotion shows worker by worker) or the largest (``livemax``).
 """
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 
 class _ZeroingGauge(Gauge):
@@ -87,3 +93,56 @@ SERVING_LOAD_FAILURES = Counter(
     "serving_bundle_load_failures",
     "Serving bundle loads that failed and kept the previous bundle.",
 )
+
+
+class TrainingCollector(Collector):
+    """When training last succeeded and last failed, read from ``TrainingRun`` at
+    scrape time: the database knows, whichever process (a Celery worker,
+    ``manage.py train_models``) ran the training, and a restart forgets nothing.
+
+    ``training_last_success_timestamp_seconds`` and
+    ``training_last_failure_timestamp_seconds`` are Unix times, 0 when it never
+    happened (so "stale" and "failed" alerts need no special case for a fresh
+    install). Nothing is exported when the database cannot be read: ``/metrics``
+    keeps answering with the other figures.
+    """
+
+    FAMILIES = {
+        "training_last_success_timestamp_seconds": (
+            "succeeded",
+            "Unix time the latest successful training run finished (0 = never).",
+        ),
+        "training_last_failure_timestamp_seconds": (
+            "failed",
+            "Unix time the latest failed training run ended (0 = never).",
+        ),
+    }
+
+    def describe(self):
+        # Names only, no I/O: registering must not touch the database.
+        return [
+            GaugeMetricFamily(name, documentation)
+            for name, (_, documentation) in self.FAMILIES.items()
+        ]
+
+    def collect(self):
+        from django.db import DatabaseError
+
+        from recommender.selectors import training_run_last_finished
+
+        try:
+            finished = {
+                name: training_run_last_finished(status=status)
+                for name, (status, _) in self.FAMILIES.items()
+            }
+        except DatabaseError:
+            logger.warning("training run times unreadable for /metrics", exc_info=True)
+            return
+        for name, (_, documentation) in self.FAMILIES.items():
+            at = finished[name]
+            yield GaugeMetricFamily(
+                name, documentation, value=at.timestamp() if at is not None else 0.0
+            )
+
+
+TRAINING_COLLECTOR = TrainingCollector()

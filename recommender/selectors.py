@@ -32,7 +32,7 @@ from recommender.ml.abtest import (
     proportion_test,
     wilson_interval,
 )
-from recommender.models import RecommendationLog
+from recommender.models import RecommendationLog, TrainingRun, TrainingRunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -487,3 +487,19 @@ def _with_tests(reports: list[ArmReport]) -> list[ArmReport]:
 def ab_report_since(*, days: int | None) -> dt.datetime | None:
     """The start of a report window of ``days`` days ending now (None: all time)."""
     return None if days is None else timezone.now() - dt.timedelta(days=days)
+
+
+# --- training runs ------------------------------------------------------------------
+
+
+def training_run_last_finished(*, status: str) -> dt.datetime | None:
+    """When the latest training run that ended with ``status`` ("succeeded" or
+    "failed") finished, or ``None`` if none did."""
+    if status not in (TrainingRunStatus.SUCCEEDED, TrainingRunStatus.FAILED):
+        raise ValueError(f"not a final training run status: {status!r}")
+    return (
+        TrainingRun.objects.filter(status=status, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
