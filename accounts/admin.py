@@ -6,12 +6,14 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from rest_framework.exceptions import Throttled
 
-from accounts.models import Preferences, Profile, User
+from accounts.models import AccountDeletion, Preferences, Profile, User
 from accounts.services import (
+    account_delete_by_staff,
     login_failure_record,
     login_failures_clear,
     login_lockout_check,
 )
+from config.admin import ReadOnlyAdmin
 
 
 class ProfileInline(admin.StackedInline):
@@ -59,6 +61,21 @@ class UserAdmin(DjangoUserAdmin):
         if not self._may_touch(request, obj):
             return False
         return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        # Through the service, like a member's own deletion: audited, and their
+        # cached recommendations dropped.
+        account_delete_by_staff(user=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            account_delete_by_staff(user=user, actor=request.user)
+
+    def get_deleted_objects(self, objs, request):
+        # What goes with an account (impressions, embeddings… read-only in the
+        # admin) goes by the permission to delete the account, as through the API.
+        deleted, counts, _, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
 
     @staticmethod
     def _may_touch(request, obj) -> bool:
@@ -109,6 +126,14 @@ class ProfileAdmin(admin.ModelAdmin):
     @admin.display(description="age", ordering="-birth_date")
     def age(self, profile: Profile) -> int:
         return profile.age
+
+
+@admin.register(AccountDeletion)
+class AccountDeletionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "user_id", "requested_by", "actor"]
+    list_filter = ["requested_by"]
+    search_fields = ["=user_id"]
+    date_hierarchy = "created_at"
 
 
 class LockoutAdminAuthenticationForm(AdminAuthenticationForm):

@@ -112,3 +112,31 @@ class Preferences(models.Model):
 
     def __str__(self) -> str:
         return f"Preferences of {self.user_id}"
+
+
+class DeletionRequester(models.TextChoices):
+    MEMBER = "member", "The member (API)"
+    STAFF = "staff", "Staff (admin)"
+
+
+class AccountDeletion(models.Model):
+    """Append-only audit row of a deleted account, written in the deletion's
+    transaction. It keeps no personal data: the id the account had, who asked, and
+    how many rows of each kind went with it."""
+
+    # A plain number, not a key: the user row is gone.
+    user_id = models.PositiveBigIntegerField(db_index=True)
+    requested_by = models.CharField(max_length=16, choices=DeletionRequester.choices)
+    # The staff member who deleted it from the admin (None for a member's own).
+    actor = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # {"accounts.Profile": 1, "interactions.Interaction": 12, …}
+    rows_deleted = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"account {self.user_id} deleted ({self.requested_by})"

@@ -1,13 +1,19 @@
 """Reads of the accounts app."""
 
 import datetime as dt
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from accounts.models import Profile, User
+from accounts.models import Preferences, Profile, User
+from interactions.models import Interaction, Match
 from interactions.selectors import block_exists_between
+from recommender.models import RecommendationLog, UserEmbedding, UserFeatures
 
 # Ids are 64-bit; a larger number in a URL names nobody (and SQLite cannot bind it).
 MAX_USER_ID = 2**63 - 1
@@ -55,3 +61,115 @@ def auth_token_is_current(*, token: Token) -> bool:
         return False
     changed = token.user.password_changed_at
     return changed is None or token.created >= changed
+
+
+# Rows read per round trip while an export streams.
+EXPORT_CHUNK_ROWS = 2_000
+
+
+@dataclass(frozen=True)
+class AccountExport:
+    """Everything Kindred stores about one member, for ``GET .../me/export/``.
+
+    ``account``, ``profile`` and ``preferences`` are read at once; the lists are
+    lazy iterators of plain dicts, read in chunks while the answer is written, so
+    a member with years of impressions costs no more memory than one with none.
+    """
+
+    account: dict
+    profile: Profile | None
+    preferences: Preferences | None
+    interactions: Iterator[dict]
+    matches: Iterator[dict]
+    impressions: Iterator[dict]
+    features: Iterator[dict]
+    embeddings: Iterator[dict]
+
+
+def account_export(*, user: User) -> AccountExport:
+    """The data of ``user``'s account: the account itself, profile, preferences,
+    the interactions they gave, their matches (active and ended, with the other
+    member's id), the impressions shown to them, their stored features and
+    embedding vectors.
+
+    What others did to them (likes and blocks received, being shown to others) is
+    left out: it is the other members' activity, and a block received must never
+    be revealed.
+    """
+    return AccountExport(
+        account={
+            "id": user.pk,
+            "username": user.username,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "date_joined": user.date_joined,
+            "last_login": user.last_login,
+        },
+        profile=Profile.objects.filter(user=user).first(),
+        preferences=Preferences.objects.filter(user=user).first(),
+        interactions=(
+            {"target": row.pop("target_id"), **row}
+            for row in _rows(
+                Interaction.objects.filter(actor=user).values(
+                    "target_id", "kind", "context", "created_at", "updated_at"
+                )
+            )
+        ),
+        matches=_rows(
+            Match.objects.filter(Q(user_low=user) | Q(user_high=user))
+            .annotate(
+                other=Case(
+                    When(user_low=user, then=F("user_high_id")),
+                    default=F("user_low_id"),
+                )
+            )
+            .values("matched_at", "ended_at", "end_reason", user_id=F("other")),
+            order=("matched_at",),
+        ),
+        impressions=_rows(
+            RecommendationLog.objects.filter(user=user).values(
+                "request_id",
+                "shown_user_id",
+                "position",
+                "score",
+                "sources",
+                "strategy",
+                "model_versions",
+                "experiment",
+                "created_at",
+            )
+        ),
+        features=_rows(
+            UserFeatures.objects.filter(user=user).values(
+                "feature_version", "feature_set", "computed_at"
+            ),
+            order=("computed_at",),
+        ),
+        embeddings=(
+            {
+                "model_version": row["model__version"],
+                "created_at": row["created_at"],
+                "vector": _floats(row["vector"]),
+            }
+            for row in _rows(
+                UserEmbedding.objects.filter(user=user).values(
+                    "model__version", "created_at", "vector"
+                ),
+                order=("model__version",),
+            )
+        ),
+    )
+
+
+def _rows(queryset, *, order=("created_at",)) -> Iterator[dict]:
+    """The rows of ``queryset`` in ``order`` (then by id), fetched
+    ``EXPORT_CHUNK_ROWS`` at a time (a server-side cursor on PostgreSQL)."""
+    return queryset.order_by(*order, "pk").iterator(chunk_size=EXPORT_CHUNK_ROWS)
+
+
+def _floats(vector: bytes) -> list[float]:
+    """A stored float32 little-endian vector as numbers (7 significant digits is
+    all float32 holds)."""
+    data = bytes(vector)
+    return [float(f"{x:.7g}") for x in struct.unpack(f"<{len(data) // 4}f", data)]

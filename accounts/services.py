@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -17,7 +18,15 @@ from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 
-from accounts.models import Gender, Preferences, Profile, User, age_on
+from accounts.models import (
+    AccountDeletion,
+    DeletionRequester,
+    Gender,
+    Preferences,
+    Profile,
+    User,
+    age_on,
+)
 from accounts.selectors import auth_token_is_current
 from config.api import ApplicationError
 from recommender.cache import recommendations_cache_invalidate
@@ -330,3 +339,80 @@ def profile_update(
     user.preferences = prefs
     profile.user = user
     return profile
+
+
+@transaction.atomic
+def account_delete(*, user: User, password: str) -> AccountDeletion:
+    """Delete the member's own account, confirmed by their password.
+
+    The user row is locked first, so two deletions at once queue up: the second
+    finds no account and raises ``AuthenticationFailed`` (401), as its token no
+    longer exists either. Staff accounts are refused (403): they are closed by a
+    superuser in the admin, where the audit rows they wrote stay attributed. A
+    wrong or empty password raises ``ApplicationError`` (field ``password``) and
+    deletes nothing. See :func:`account_erase` for what goes.
+    """
+    locked = User.objects.select_for_update().filter(pk=user.pk).first()
+    if locked is None:
+        raise exceptions.AuthenticationFailed("This account no longer exists.")
+    if locked.is_staff or locked.is_superuser:
+        raise ApplicationError(
+            "Staff accounts are closed by a superuser in the admin, not here.",
+            status_code=403,
+        )
+    # The stored hash, not user.check_password(): that one would save an upgraded
+    # hash (a password change) on the row about to go.
+    if not password or not check_password(password, locked.password):
+        raise ApplicationError("Incorrect password.", field="password")
+    return account_erase(user=locked, requested_by=DeletionRequester.MEMBER)
+
+
+@transaction.atomic
+def account_delete_by_staff(*, user: User, actor: User) -> AccountDeletion | None:
+    """Delete an account from the admin (no password: the admin's permissions
+    decide), audited with ``actor``; ``None`` when it is gone already."""
+    locked = User.objects.select_for_update().filter(pk=user.pk).first()
+    if locked is None:
+        return None
+    return account_erase(user=locked, requested_by=DeletionRequester.STAFF, actor=actor)
+
+
+@transaction.atomic
+def account_erase(
+    *, user: User, requested_by: str, actor: User | None = None
+) -> AccountDeletion:
+    """Delete ``user`` and every row about them, and write the ``AccountDeletion``
+    audit row, in one transaction.
+
+    Gone with the user row (cascades): profile, preferences, interactions given and
+    received, matches, impressions shown to them and of them, features, embedding
+    rows under every version, API tokens. Their vectors stay in the FAISS index
+    files until the next rebuild, which reads only stored rows; serving re-checks
+    every shortlist and every cache hit against the database, so they are never
+    shown again from the moment this commits. After commit, the member's own
+    recommendation entry and recent-impressions list are dropped from the cache.
+    The caller locks the user row (``select_for_update``) before deciding to call.
+    """
+    user_id = user.pk
+    _, rows_deleted = user.delete()
+    deletion = AccountDeletion.objects.create(
+        user_id=user_id,
+        requested_by=requested_by,
+        # A staff member who deleted their own account is gone too.
+        actor=actor if actor is not None and actor.pk != user_id else None,
+        rows_deleted={label: count for label, count in rows_deleted.items() if count},
+    )
+    transaction.on_commit(
+        lambda: _account_deleted_after_commit(
+            user_id=user_id, requested_by=requested_by
+        )
+    )
+    return deletion
+
+
+def _account_deleted_after_commit(*, user_id: int, requested_by: str) -> None:
+    from recommender.impressions import impressions_forget_recent
+
+    logger.info("account %s deleted (requested by %s)", user_id, requested_by)
+    recommendations_cache_invalidate(user_id=user_id)
+    impressions_forget_recent(user_id=user_id)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from rest_framework import exceptions
 
 from accounts.models import Profile, User
 from accounts.services import profile_touch
@@ -198,6 +199,10 @@ def interaction_record(
     context = _validate_context(context)
 
     users = _lock_pair(actor_id=actor.pk, target_id=target_id)
+    if actor.pk not in users:
+        # Deleted (DELETE /api/v1/accounts/me/) while this request waited for the
+        # lock: its rows could not be stored any more.
+        raise exceptions.AuthenticationFailed("This account no longer exists.")
     target = users.get(target_id)
     # Only visible members can be acted on: not staff-only accounts (no profile),
     # not a member who hid their profile, and the answer is the one for an id that

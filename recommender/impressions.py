@@ -194,6 +194,18 @@ def impression_find_recent(
     return None
 
 
+def impressions_forget_recent(*, user_id: int) -> None:
+    """Drop ``user_id``'s recent pages (a deleted account). Best effort: the key
+    expires by itself within ``IMPRESSIONS_RECENT_SECONDS``, and pages still in
+    the buffer are skipped by the drain once the member is gone."""
+    if not buffer_enabled():
+        return
+    try:
+        redis_client().delete(recent_key(user_id))
+    except Exception:  # noqa: BLE001 - Redis away: the key expires on its own
+        logger.warning("recent impressions of %s left to expire", user_id)
+
+
 def _after_commit_before_trim() -> None:
     """A seam for the tests: a drainer killed between its commit and its trim."""
 

@@ -9,6 +9,7 @@ from config.fields import (
     JsonFloatField,
     JsonIntegerField,
 )
+from interactions.models import InteractionKind, MatchEndReason
 
 MAX_INTEREST_LENGTH = 40
 # Upper bound on what is read before normalisation (deduplication may shrink it).
@@ -70,6 +71,15 @@ class ProfileUpdateInputSerializer(ProfileFieldsInputSerializer):
 class TokenCreateInputSerializer(serializers.Serializer):
     username = JsonCharField(max_length=150)
     password = JsonCharField(max_length=128, write_only=True, trim_whitespace=False)
+
+
+class AccountDeleteInputSerializer(serializers.Serializer):
+    password = JsonCharField(
+        max_length=128,
+        write_only=True,
+        trim_whitespace=False,
+        help_text="The member's current password, confirming the deletion.",
+    )
 
 
 # --- Output -----------------------------------------------------------------------
@@ -138,3 +148,89 @@ class AccountOutputSerializer(serializers.Serializer):
 
 class TokenOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+# --- The data export (GET /api/v1/accounts/me/export/) ----------------------------
+# The view streams plain rows (see ``accounts.api.views``); these serializers render
+# the account, profile and preferences, and describe every part in the schema.
+class ExportAccountSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField(allow_blank=True)
+    first_name = serializers.CharField(allow_blank=True)
+    last_name = serializers.CharField(allow_blank=True)
+    date_joined = serializers.DateTimeField()
+    last_login = serializers.DateTimeField(allow_null=True)
+
+
+class ExportProfileSerializer(OwnProfileOutputSerializer):
+    # In the export, the account and the preferences have parts of their own.
+    username = None
+    preferences = None
+
+    class Meta(OwnProfileOutputSerializer.Meta):
+        fields = [
+            name
+            for name in OwnProfileOutputSerializer.Meta.fields
+            if name not in ("username", "preferences")
+        ]
+
+
+class ExportInteractionSerializer(serializers.Serializer):
+    target = serializers.IntegerField(help_text="The member the verdict is about.")
+    kind = serializers.ChoiceField(choices=InteractionKind.choices)
+    context = serializers.DictField(child=serializers.JSONField())
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ExportMatchSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(help_text="The other member of the match.")
+    matched_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    end_reason = serializers.ChoiceField(
+        choices=MatchEndReason.choices, allow_blank=True, help_text="Empty: active."
+    )
+
+
+class ExportImpressionSerializer(serializers.Serializer):
+    request_id = serializers.CharField()
+    shown_user_id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    score = serializers.FloatField(allow_null=True)
+    sources = serializers.ListField(child=serializers.CharField())
+    strategy = serializers.CharField()
+    model_versions = serializers.DictField(child=serializers.IntegerField())
+    experiment = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class ExportFeaturesSerializer(serializers.Serializer):
+    feature_version = serializers.CharField()
+    feature_set = serializers.DictField(child=serializers.JSONField())
+    computed_at = serializers.DateTimeField()
+
+
+class ExportEmbeddingSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="The embedding model version.")
+    created_at = serializers.DateTimeField()
+    vector = serializers.ListField(child=serializers.FloatField())
+
+
+class AccountExportOutputSerializer(serializers.Serializer):
+    """Everything Kindred stores about the member (``accounts.selectors.
+    account_export``), oldest first in every list."""
+
+    exported_at = serializers.DateTimeField()
+    account = ExportAccountSerializer()
+    profile = ExportProfileSerializer(allow_null=True)
+    preferences = PreferencesOutputSerializer(allow_null=True)
+    interactions = ExportInteractionSerializer(
+        many=True, help_text="The verdicts the member gave."
+    )
+    matches = ExportMatchSerializer(many=True, help_text="Active and ended.")
+    impressions = ExportImpressionSerializer(
+        many=True, help_text="Every member shown to the member, where and by what."
+    )
+    features = ExportFeaturesSerializer(many=True)
+    embeddings = ExportEmbeddingSerializer(many=True)

@@ -1,3 +1,9 @@
+import json
+from collections.abc import Iterator
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotAuthenticated, NotFound
@@ -7,17 +13,28 @@ from rest_framework.views import APIView
 
 from accounts.api.serializers import (
     AccountCreateInputSerializer,
+    AccountDeleteInputSerializer,
+    AccountExportOutputSerializer,
     AccountOutputSerializer,
+    ExportAccountSerializer,
+    ExportProfileSerializer,
     OwnProfileOutputSerializer,
+    PreferencesOutputSerializer,
     ProfileUpdateInputSerializer,
     PublicProfileOutputSerializer,
     TokenCreateInputSerializer,
     TokenOutputSerializer,
 )
 from accounts.authentication import ExpiringTokenAuthentication
-from accounts.selectors import profile_get_own, profile_get_public
+from accounts.selectors import (
+    AccountExport,
+    account_export,
+    profile_get_own,
+    profile_get_public,
+)
 from accounts.services import (
     account_create,
+    account_delete,
     auth_token_obtain,
     auth_token_revoke,
     profile_touch,
@@ -89,6 +106,76 @@ class TokenCreateApi(APIView):
             raise NotAuthenticated()
         auth_token_revoke(user=authenticated[0])
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AccountMeApi(APIView):
+    # Checking a password is what log-in does: the same rate limit (per member
+    # here), so a stolen token cannot be used to guess the password quickly.
+    throttle_classes = [CacheTolerantScopedRateThrottle]
+    throttle_scope = "token"
+
+    @extend_schema(
+        request=AccountDeleteInputSerializer,
+        responses={204: None},
+        description="Delete the account for good, confirmed by the password: the "
+        "profile, preferences, interactions given and received, matches, "
+        "impressions, features, embeddings and tokens go; nobody is shown the "
+        "member from then on. 400 for a wrong or missing password (nothing "
+        "deleted), 403 for a staff account, 401 once the account is gone.",
+    )
+    def delete(self, request):
+        serializer = AccountDeleteInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        account_delete(user=request.user, **serializer.validated_data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AccountExportApi(APIView):
+    @extend_schema(
+        responses={200: AccountExportOutputSerializer},
+        description="Everything Kindred stores about the signed-in member, as one "
+        "JSON document (streamed).",
+    )
+    def get(self, request):
+        export = account_export(user=request.user)
+        response = StreamingHttpResponse(
+            _export_json(export), content_type="application/json"
+        )
+        response["Content-Disposition"] = 'attachment; filename="kindred-export.json"'
+        return response
+
+
+EXPORT_ROWS_PER_CHUNK = 500
+
+
+def _export_json(export: AccountExport) -> Iterator[bytes]:
+    """The export as JSON text, written as its rows are read: the head (account,
+    profile, preferences) whole, then each list ``EXPORT_ROWS_PER_CHUNK`` rows at a
+    time."""
+    encode = DjangoJSONEncoder(separators=(",", ":")).encode
+    head = {
+        "exported_at": timezone.now(),
+        "account": ExportAccountSerializer(export.account).data,
+        "profile": ExportProfileSerializer(export.profile).data
+        if export.profile is not None
+        else None,
+        "preferences": PreferencesOutputSerializer(export.preferences).data
+        if export.preferences is not None
+        else None,
+    }
+    yield encode(head)[:-1].encode()  # the object stays open for the lists
+    for name in ("interactions", "matches", "impressions", "features", "embeddings"):
+        yield f",{json.dumps(name)}:[".encode()
+        chunk: list[str] = []
+        separator = ""
+        for row in getattr(export, name):
+            chunk.append(separator + encode(row))
+            separator = ","
+            if len(chunk) == EXPORT_ROWS_PER_CHUNK:
+                yield "".join(chunk).encode()
+                chunk = []
+        yield ("".join(chunk) + "]").encode()
+    yield b"}"
 
 
 class ProfileMeApi(APIView):

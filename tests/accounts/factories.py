@@ -4,6 +4,9 @@ import factory
 
 from accounts.models import Gender, Preferences, Profile, User
 
+# Every factory-made user's password.
+PASSWORD = "correct-horse-battery"
+
 
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
@@ -11,7 +14,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"member{n}")
-    password = factory.django.Password("correct-horse-battery")
+    password = factory.django.Password(PASSWORD)
 
 
 class ProfileFactory(factory.django.DjangoModelFactory):

@@ -2,11 +2,14 @@ import itertools
 from dataclasses import dataclass
 
 import factory
+import numpy as np
 from django.utils import timezone
 
 from interactions.models import Interaction, InteractionKind, Match
-from recommender.models import RecommendationLog
+from recommender.models import RecommendationLog, UserEmbedding, UserFeatures
+from registry.models import ModelKind
 from tests.accounts.factories import UserFactory
+from tests.registry.factories import MLModelFactory
 
 
 class RecommendationLogFactory(factory.django.DjangoModelFactory):
@@ -80,4 +83,27 @@ def arm_build(*, experiment: str, arm: str, counts: ArmCounts) -> None:
             matched_at=timezone.now(),
         )
         for viewer, other in liked[: counts.matches]
+    )
+
+
+class UserFeaturesFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UserFeatures
+
+    user = factory.SubFactory(UserFactory)
+    feature_version = "f2"
+    feature_set = factory.LazyFunction(lambda: {"likes_given": 3, "age": 30})
+    computed_at = factory.LazyFunction(timezone.now)
+
+
+class UserEmbeddingFactory(factory.django.DjangoModelFactory):
+    """A member's vector (4 float32 values) under an embedding version."""
+
+    class Meta:
+        model = UserEmbedding
+
+    user = factory.SubFactory(UserFactory)
+    model = factory.SubFactory(MLModelFactory, kind=ModelKind.EMBEDDING)
+    vector = factory.LazyFunction(
+        lambda: np.array([0.5, -0.25, 0.125, 1.0], dtype="<f4").tobytes()
     )
