@@ -112,28 +112,37 @@ def _ensure_watchdog() -> None:
 
 class DatabaseDeadlineMiddleware:
     """WSGI middleware: the request's database calls get ``deadline`` seconds each
-    (0: no deadline; only on PostgreSQL)."""
+    (0: no deadline; only on PostgreSQL), on the primary and on the read replica
+    when there is one (a replica's cut connection sends the read to the primary:
+    ``config.db_routers``)."""
 
     def __init__(self, app, *, deadline: float):
         self.app = app
         self.deadline = deadline
         self.enabled = deadline > 0 and connections["default"].vendor == "postgresql"
+        self.aliases = [
+            alias for alias in ("default", "replica") if alias in connections
+        ]
 
     def __call__(self, environ, start_response):
         if not self.enabled:
             return self.app(environ, start_response)
         _ensure_watchdog()
-        wrapper = connections["default"]
-        watched = _Watched(wrapper, self.deadline)
+        pairs = []
+        for alias in self.aliases:
+            wrapper = connections[alias]
+            watched = _Watched(wrapper, self.deadline)
+            wrapper.execute_wrappers.append(watched.count)
+            pairs.append((wrapper, watched))
         with _lock:
-            _watched.add(watched)
-        wrapper.execute_wrappers.append(watched.count)
+            _watched.update(watched for _, watched in pairs)
 
         def done():
             with _lock:
-                _watched.discard(watched)
-            if watched.count in wrapper.execute_wrappers:
-                wrapper.execute_wrappers.remove(watched.count)
+                _watched.difference_update(watched for _, watched in pairs)
+            for wrapper, watched in pairs:
+                if watched.count in wrapper.execute_wrappers:
+                    wrapper.execute_wrappers.remove(watched.count)
 
         try:
             result = self.app(environ, start_response)

@@ -19,11 +19,13 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.db.utils import DatabaseError
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from config.db_routers import REPLICA, replica_configured, replica_state
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 BROKER_TIMEOUT_SECONDS = 0.5
@@ -58,6 +60,8 @@ def health_status(request):
         "cache": _cache_check(),
         "broker": _broker_check(),
     }
+    if replica_configured():
+        components["database_replica"] = _replica_check()
     if components["database"]["status"] == OK:
         try:
             components.update(_serving_checks())
@@ -95,6 +99,38 @@ def _database_check() -> dict:
         except DatabaseError as error:
             return {"status": DOWN, "error": f"unreachable: {type(error).__name__}"}
         return {"status": OK, "vendor": connection.vendor}
+
+    return _timed(check)
+
+
+def _replica_check() -> dict:
+    """The read replica (``DATABASE_REPLICA_URL``): degraded, never down, when it
+    fails, since the primary then serves its reads (``config.db_routers``).
+    ``replay_age_seconds``: time since the standby last replayed a transaction
+    (its lag while the primary is busy; it also grows while the primary is idle)."""
+
+    def check():
+        replica = connections[REPLICA]
+        try:
+            with replica.cursor() as cursor:
+                cursor.execute(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN EXTRACT(EPOCH FROM "
+                    "now() - pg_last_xact_replay_timestamp()) END"
+                )
+                (age,) = cursor.fetchone()
+        except DatabaseError as error:
+            replica.close()
+            return {
+                "status": DEGRADED,
+                "error": f"unreachable: {type(error).__name__}; reads go to the "
+                "primary",
+            }
+        state = replica_state()
+        return {
+            "status": OK if state["reads"] == "replica" else DEGRADED,
+            "replay_age_seconds": None if age is None else round(float(age), 3),
+            **state,
+        }
 
     return _timed(check)
 

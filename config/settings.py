@@ -138,6 +138,27 @@ else:
             )
         )
         WEB_DATABASE_DEADLINE = WEB_STATEMENT_TIMEOUT + 1.0
+# An optional read replica (a streaming standby of the primary): the recommendation
+# read path (member store loads, candidate rows) reads from it through
+# config.db_routers.ReplicaRouter; every write, and every read that must see a
+# write just made (the member's own interactions, tokens, the registry), stays on
+# the primary. Unset: one database.
+DATABASE_REPLICA_URL = env("DATABASE_REPLICA_URL", default="")
+DATABASE_ROUTERS: list[str] = []
+if DATABASE_REPLICA_URL:
+    if EMBEDDED_DATABASE:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs DATABASE_URL: a replica of a PostgreSQL "
+            "primary, not of the embedded SQLite file."
+        )
+    _replica = env.db("DATABASE_REPLICA_URL")
+    _replica["OPTIONS"] = {**_db_options, **_replica.get("OPTIONS", {})}
+    DATABASES["replica"] = {
+        **_replica,
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+    }
+    DATABASE_ROUTERS = ["config.db_routers.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -222,6 +243,7 @@ TRAINING_TASKS = (
     "index_build",
     "ranking_train",
     "models_evaluate",
+    "serving_index_refresh",
 )
 CELERY_TASK_ROUTES = {
     f"recommender.tasks.{name}": {"queue": "training"} for name in TRAINING_TASKS
@@ -251,6 +273,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": AB_GUARDRAIL_SECONDS,
         "options": {"queue": "celery", "expires": AB_GUARDRAIL_SECONDS},
     },
+    # Daily, after the nightly training: old impressions, old embedding rows and
+    # the artifacts of versions that can no longer serve (recommender.retention).
+    "data-retention": {
+        "task": "recommender.tasks.data_retention",
+        "schedule": crontab(hour=env.int("DATA_RETENTION_HOUR", default=5), minute=0),
+        "options": {"queue": "celery"},
+    },
 }
 
 # --- Internationalisation and static files --------------------------------------
@@ -271,6 +300,40 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# Model artifacts (registry.artifacts) live in default storage: MEDIA_ROOT on local
+# disk, or an S3-compatible bucket (AWS S3, MinIO, Ceph…) shared by several machines
+# with ARTIFACT_STORAGE=s3 (the default once AWS_STORAGE_BUCKET_NAME is set).
+# Credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, an instance role), never from this file.
+ARTIFACT_STORAGE = env("ARTIFACT_STORAGE", default="") or (
+    "s3" if env("AWS_STORAGE_BUCKET_NAME", default="") else "local"
+)
+if ARTIFACT_STORAGE == "s3":
+    if not env("AWS_STORAGE_BUCKET_NAME", default=""):
+        raise ImproperlyConfigured("ARTIFACT_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("AWS_S3_REGION_NAME", default="") or None,
+            "addressing_style": env("AWS_S3_ADDRESSING_STYLE", default="") or None,
+            "location": env("AWS_LOCATION", default=""),  # key prefix
+            "file_overwrite": False,
+            "default_acl": None,  # the bucket's policy decides; objects stay private
+            # Downloads larger than this spool to a temporary file, not memory.
+            "max_memory_size": 64 * 1024 * 1024,
+        },
+    }
+elif ARTIFACT_STORAGE != "local":
+    raise ImproperlyConfigured(
+        f"ARTIFACT_STORAGE={ARTIFACT_STORAGE!r}: expected 'local' or 's3'."
+    )
+# Verified local copies of artifacts downloaded from object storage (one file per
+# sha256), so a restart or another worker of the machine does not download again.
+ARTIFACT_CACHE_DIR = env("ARTIFACT_CACHE_DIR", default="") or str(
+    BASE_DIR / ".artifact-cache"
+)
 
 # --- REST framework and OpenAPI -------------------------------------------------
 # How many reverse proxies (each appending to X-Forwarded-For and setting
@@ -386,6 +449,15 @@ KINDRED = {
     "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS": env.int(
         "RECOMMENDATIONS_DEGRADED_CACHE_SECONDS", default=30
     ),
+    # Data retention (recommender.retention, daily): days impressions, the member
+    # vectors of versions that no longer serve and their artifact files are kept
+    # (0: for ever), and how many versions that served before the active one stay
+    # ready for a rollback. The ranking model trains on the last 30 days of
+    # impressions and the A/B report reads them: keep impressions longer than that.
+    "IMPRESSIONS_RETENTION_DAYS": env.int("IMPRESSIONS_RETENTION_DAYS", default=180),
+    "EMBEDDINGS_RETENTION_DAYS": env.int("EMBEDDINGS_RETENTION_DAYS", default=14),
+    "ARTIFACTS_RETENTION_DAYS": env.int("ARTIFACTS_RETENTION_DAYS", default=30),
+    "ROLLBACK_VERSIONS_KEPT": env.int("ROLLBACK_VERSIONS_KEPT", default=2),
     # A/B guardrail (every AB_GUARDRAIL_SECONDS): a challenger whose like or match
     # rate is lower than control's at this two-sided significance level, with at
     # least this many impressions in each arm, is stopped (traffic 0, audited).

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from django.db import connection
+from django.db import connection, connections, router
 from django.db.models import Q
 
 from accounts.models import Profile
@@ -249,8 +249,10 @@ def _interactions_copy(created_before: dt.datetime | None) -> InteractionArrays:
         params = [created_before] * 3
     query = f"COPY ({select}) TO STDOUT (FORMAT binary)"
     buffer = bytearray()
-    connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
+    # The primary, or the read replica inside config.db_routers.replica_reads().
+    database = connections[router.db_for_read(Interaction)]
+    database.ensure_connection()
+    with database.connection.cursor() as cursor:
         with cursor.copy(query, params or None) as copy:
             for block in copy:
                 buffer += block

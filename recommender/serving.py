@@ -30,6 +30,11 @@ a freshness boost; ONE query re-checks the best candidates against the database
 relevance over the appeal vectors spreads the final list; each result gets a short
 reason.
 
+**Read replica** (``DATABASE_REPLICA_URL``, ``config.db_routers``): the member
+store's loads, the shortlist re-check and the random fallback read other members'
+rows from the replica (the primary if it fails); the viewer's own rows and the
+registry always come from the primary.
+
 **Degradation**, in :data:`STRATEGIES` order: ``full`` → ``unranked`` (no ranking model
 for the arm, or it raised: candidate scores) → ``content_popularity`` (no embedding
 or index: content, popularity and exploration sources) → ``random`` (no member store,
@@ -41,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -50,10 +56,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from config.api import ApplicationError
+from config.db_routers import (
+    REPLICA,
+    replica_available,
+    replica_failed,
+    replica_or_primary,
+)
 from recommender import data as db
 from recommender import metrics
 from recommender.filters import (
@@ -407,7 +419,7 @@ def _load_in_thread(generation: str) -> None:
         logger.exception("serving bundle reload failed")
     finally:
         _load_finished()
-        connection.close()  # this thread's own connection
+        connections.close_all()  # this thread's own connections
 
 
 def _load_finished() -> None:
@@ -419,25 +431,37 @@ def _load_finished() -> None:
 @contextlib.contextmanager
 def _without_statement_timeout():
     """A load reads whole tables: lift the web processes' statement timeout
-    (``WEB_STATEMENT_TIMEOUT``) for its queries, then restore it."""
+    (``WEB_STATEMENT_TIMEOUT``) for its queries, on the primary and on the read
+    replica it reads members from, then restore it."""
     if not getattr(settings, "WEB_DATABASE_DEADLINE", 0) or (
         connection.vendor != "postgresql"
     ):
         yield
         return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SET statement_timeout = 0")
-    except DatabaseError:
-        logger.warning("statement timeout not lifted for the load", exc_info=True)
+    lifted = []
+    for database in (connection, connections[REPLICA] if replica_available() else None):
+        if database is None:
+            continue
+        try:
+            with database.cursor() as cursor:
+                cursor.execute("SET statement_timeout = 0")
+            lifted.append(database)
+        except DatabaseError as error:
+            if database.alias == REPLICA:
+                replica_failed(error)  # the load reads from the primary
+            else:
+                logger.warning(
+                    "statement timeout not lifted for the load", exc_info=True
+                )
     try:
         yield
     finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET statement_timeout")
-        except DatabaseError:
-            connection.close()  # a connection left without its timeout is dropped
+        for database in lifted:
+            try:
+                with database.cursor() as cursor:
+                    cursor.execute("RESET statement_timeout")
+            except DatabaseError:
+                database.close()  # a connection left without its timeout is dropped
 
 
 def _load(generation: str) -> None:
@@ -579,6 +603,15 @@ def _build_bundle(
 
 
 def _population_load(vocabulary) -> Population:
+    members, interactions, inactive = replica_or_primary(_member_tables_read)
+    return population_build(
+        members, interactions, inactive_user_ids=inactive, vocabulary=vocabulary
+    )
+
+
+def _member_tables_read():
+    """Every member, interaction and closed account (from the read replica when
+    there is one: see ``config.db_routers``)."""
     from accounts.models import User
 
     members = db.members_load()
@@ -587,9 +620,7 @@ def _population_load(vocabulary) -> Population:
         User.objects.filter(is_active=False).values_list("id", flat=True),
         dtype=np.int64,
     )
-    return population_build(
-        members, interactions, inactive_user_ids=inactive, vocabulary=vocabulary
-    )
+    return members, interactions, inactive
 
 
 def _embedding_for(pk, model, snapshot, population, old, reuse_population) -> Embedding:
@@ -885,11 +916,16 @@ def _postprocess(
         if not batch.size:
             break
         ids = store.user_id[rows[batch]].tolist()
-        allowed = shortlist_check(
-            viewer=viewer.facts,
-            candidate_ids=ids,
-            excluded=viewer.excluded,
-            today=today,
+        # The candidates' rows may come from the read replica; the viewer's own
+        # (``excluded``: their interactions, blocks against them) are the primary's.
+        allowed = replica_or_primary(
+            functools.partial(
+                shortlist_check,
+                viewer=viewer.facts,
+                candidate_ids=ids,
+                excluded=viewer.excluded,
+                today=today,
+            )
         )
         for candidate in allowed:
             facts[candidate.user_id] = candidate
@@ -973,12 +1009,15 @@ def _norm(value) -> str:
 
 def _random(viewer: Viewer, limit: int, today: dt.date) -> list[Recommendation]:
     try:
-        chosen = random_allowed(
-            viewer=viewer.facts,
-            excluded=viewer.excluded,
-            limit=limit,
-            today=today,
-            rng=np.random.default_rng(),
+        chosen = replica_or_primary(
+            functools.partial(
+                random_allowed,
+                viewer=viewer.facts,
+                excluded=viewer.excluded,
+                limit=limit,
+                today=today,
+                rng=np.random.default_rng(),
+            )
         )
     except Exception:  # noqa: BLE001 - nothing lesser left: an empty answer
         logger.exception("random fallback failed for %s", viewer.user_id)
