@@ -25,6 +25,7 @@ again; a download that fails its checksum is refused and never cached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -241,7 +242,8 @@ def _read_through_cache(name: str, *, sha256: str, size: int) -> bytes:
             logger.warning("cached copy of %s is corrupt: downloading it again", name)
             cached.unlink(missing_ok=True)
         else:
-            os.utime(cached)  # recently used: spared by the pruning
+            with contextlib.suppress(OSError):  # a read-only cache still serves
+                os.utime(cached)  # recently used: spared by the pruning
             return data
     data = _storage_read(name)
     _check(data, name=name, sha256=sha256, size=size)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from io import StringIO
@@ -28,6 +30,7 @@ from accounts.demo import demo_seed
 from recommender import serving
 from recommender.ml.artifacts import dumps
 from registry.artifacts import (
+    CACHE_KEEP_SECONDS,
     ArtifactIntegrityError,
     ArtifactStorageError,
     model_artifact_load,
@@ -263,3 +266,18 @@ def test_an_unreachable_bucket_registers_nothing_and_says_so(bucket, settings):
     assert "4,096-byte artifact to models/" in raised.value.message
     assert "NoSuchBucket" in raised.value.message
     assert not MLModel.objects.exists()
+
+
+def test_cached_copies_unused_for_a_week_go_at_the_next_download(bucket):
+    first = model_register(kind=ModelKind.RANKING, artifact=dumps({"v": 1}))
+    model_artifact_load(model=first)
+    stale = bucket.cache / first.artifact_sha256
+    week_ago = time.time() - CACHE_KEEP_SECONDS - 60
+    os.utime(stale, (week_ago, week_ago))
+    second = model_register(kind=ModelKind.RANKING, artifact=dumps({"v": 2}))
+
+    assert model_artifact_load(model=second) == {"v": 2}
+
+    assert bucket.cached() == [second.artifact_sha256]
+    # Gone from this machine only: the next load downloads it again.
+    assert model_artifact_load(model=first) == {"v": 1}
