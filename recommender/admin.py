@@ -6,7 +6,12 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin
-from recommender.models import TrainingRun, UserEmbedding, UserFeatures
+from recommender.models import (
+    RetentionRun,
+    TrainingRun,
+    UserEmbedding,
+    UserFeatures,
+)
 
 NO_VALUE = "—"
 
@@ -93,3 +98,51 @@ class UserEmbeddingAdmin(ReadOnlyAdmin):
 
         values = np.frombuffer(bytes(obj.vector), dtype="<f4")[:8]
         return ", ".join(f"{value:.4f}" for value in values.tolist()) + ", …"
+
+
+@admin.register(RetentionRun)
+class RetentionRunAdmin(ReadOnlyAdmin):
+    """What data retention removed, run by run (``recommender.retention``)."""
+
+    list_display = (
+        "started_at",
+        "finished_at",
+        "trigger",
+        "impressions_deleted",
+        "embeddings_deleted",
+        "versions_count",
+        "indexes_deleted",
+        "files_deleted",
+        "bytes_freed",
+    )
+    date_hierarchy = "started_at"
+    fields = (
+        "trigger",
+        "started_at",
+        "finished_at",
+        "settings_pretty",
+        "impressions_deleted",
+        "embeddings_deleted",
+        "versions_pruned_pretty",
+        "indexes_deleted",
+        "files_deleted",
+        "bytes_freed",
+        "errors_pretty",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="versions pruned")
+    def versions_count(self, obj):
+        return len(obj.versions_pruned)
+
+    @admin.display(description="settings")
+    def settings_pretty(self, obj):
+        return _pretty_json(obj.settings)
+
+    @admin.display(description="versions pruned")
+    def versions_pruned_pretty(self, obj):
+        return _pretty_json(obj.versions_pruned)
+
+    @admin.display(description="errors")
+    def errors_pretty(self, obj):
+        return _pretty_json(obj.errors)

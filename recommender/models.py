@@ -156,3 +156,31 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"training run {self.pk} ({self.status})"
+
+
+class RetentionRun(models.Model):
+    """One run of data retention (``recommender.retention``) and what it removed:
+    its audit row, updated in the same transaction as each removal, so it says
+    what went even when the run stops half-way."""
+
+    trigger = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The periods and rollback depth this run applied, and the cut-off times.
+    settings = models.JSONField(default=dict, blank=True)
+    impressions_deleted = models.BigIntegerField(default=0)
+    embeddings_deleted = models.BigIntegerField(default=0)
+    # [{"kind", "version", "embeddings", "files": [names], "bytes"}, …]
+    versions_pruned = models.JSONField(default=list, blank=True)
+    # Older index files of versions still kept (a newer index replaced them).
+    indexes_deleted = models.PositiveIntegerField(default=0)
+    files_deleted = models.PositiveIntegerField(default=0)
+    bytes_freed = models.BigIntegerField(default=0)
+    # Files the storage refused to delete (left in place; named here).
+    errors = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"retention run {self.pk} ({self.started_at:%Y-%m-%d %H:%M})"

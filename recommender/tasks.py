@@ -161,3 +161,13 @@ def ab_guardrail_check() -> list[int]:
         return []
     logger.info("A/B guardrail: %s", result.summary)
     return [activation.from_model_id for activation in result.activations]
+
+
+@shared_task(name="recommender.tasks.data_retention", ignore_result=True)
+def data_retention() -> int:
+    """Remove old impressions, old embedding rows and the artifact files of versions
+    that can no longer serve (Celery beat, daily; see ``recommender.retention``);
+    returns the id of the run's ``RetentionRun`` audit row."""
+    from recommender.retention import data_retention_run
+
+    return data_retention_run(trigger="celery").pk

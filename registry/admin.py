@@ -183,6 +183,7 @@ class MLModelAdmin(admin.ModelAdmin):
         "artifact",
         "artifact_sha256",
         "artifact_size_display",
+        "pruned_at",
     )
 
     # --- the A/B report -----------------------------------------------------------

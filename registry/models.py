@@ -38,6 +38,10 @@ class MLModel(models.Model):
         blank=True,
         related_name="+",
     )
+    # When data retention removed the version's member vectors or artifact files
+    # (recommender.retention): it can never serve again, and the registry refuses
+    # to promote it or give it A/B traffic.
+    pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "ML model"

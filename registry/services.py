@@ -25,6 +25,7 @@ from registry.models import (
     ModelActivation,
     ModelKind,
 )
+from registry.selectors import model_rollback_target
 
 REGISTRY_GENERATION_CACHE_KEY = "registry:generation"
 # The id of the newest index of the active embedding version, set when one is added.
@@ -98,7 +99,7 @@ def model_rollback(
     _check_kind(kind)
     versions = _lock_kind(kind)
     current = next((version for version in versions if version.is_active), None)
-    target = _rollback_target(kind=kind, current=current, versions=versions)
+    target = model_rollback_target(kind=kind, versions=versions)
     if target is None:
         detail = (
             f"{kind} has no version before {model_label(current)}"
@@ -186,6 +187,8 @@ def model_set_traffic(
         )
         raise ApplicationError(message, field="traffic_percent", status_code=409)
 
+    if traffic_percent > 0:
+        _check_not_pruned(target)
     previous = next(
         (v for v in versions if not v.is_active and v.traffic_percent > 0), None
     )
@@ -360,6 +363,18 @@ def _check_reason(reason: str) -> None:
         )
 
 
+def _check_not_pruned(model: MLModel) -> None:
+    """A version whose vectors or files data retention removed cannot serve."""
+    if model.pruned_at is not None:
+        raise ApplicationError(
+            f"{model.kind} {model_label(model)} can no longer serve: data retention "
+            f"removed its vectors or files on {model.pruned_at:%Y-%m-%d}. Train a "
+            "new version instead.",
+            field="model",
+            status_code=409,
+        )
+
+
 def _check_kind(kind: str) -> None:
     if kind not in ModelKind.values:
         raise ApplicationError(
@@ -388,21 +403,6 @@ def _lock_versions_of(model: MLModel | int) -> tuple[MLModel, list[MLModel]]:
     return target, versions
 
 
-def _rollback_target(
-    *, kind: str, current: MLModel | None, versions: list[MLModel]
-) -> MLModel | None:
-    by_pk = {version.pk: version for version in versions}
-    log = ModelActivation.objects.filter(kind=kind).order_by("-id")
-    if current is None:
-        deactivation = log.filter(action=ActivationAction.DEACTIVATE).first()
-        return by_pk.get(deactivation.from_model_id) if deactivation else None
-    promotion = log.filter(action=ActivationAction.PROMOTE, to_model=current).first()
-    if promotion is not None and promotion.from_model_id not in (None, current.pk):
-        return by_pk.get(promotion.from_model_id)
-    earlier = [version for version in versions if version.version < current.version]
-    return max(earlier, key=lambda version: version.version, default=None)
-
-
 def _switch_active(
     *,
     versions: list[MLModel],
@@ -413,6 +413,8 @@ def _switch_active(
     reason: str,
 ) -> ModelActivation:
     current = next((version for version in versions if version.is_active), None)
+    if target is not None:
+        _check_not_pruned(target)
     # The one-active constraint is not deferrable: deactivate before activating.
     if current is not None:
         current.is_active = False
