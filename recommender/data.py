@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 from django.db import connection, connections, router
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
-from accounts.models import Profile
+from accounts.models import Profile, User
 from interactions.models import Interaction, InteractionHistory
 from recommender.ml.data import (
     GENDER_CODES,
@@ -284,9 +284,21 @@ def user_features_replace(
     """Replace every ``UserFeatures`` row of ``feature_version`` with ``rows``.
 
     Call inside a transaction: readers keep seeing the previous rows until commit.
-    Returns the number of rows written.
+    Rows of members deleted since ``rows`` were computed are dropped. Returns the
+    number of rows kept.
     """
     UserFeatures.objects.filter(feature_version=feature_version).delete()
+    count = _user_features_write(
+        feature_version=feature_version, rows=rows, computed_at=computed_at
+    )
+    return count - _rows_of_deleted_members_drop(
+        UserFeatures.objects.filter(feature_version=feature_version)
+    )
+
+
+def _user_features_write(
+    *, feature_version: str, rows: Iterable[tuple[int, dict]], computed_at
+) -> int:
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(UserFeatures._meta.db_table)
         count = 0
@@ -339,7 +351,8 @@ def user_embeddings_write(
     """Insert one ``UserEmbedding`` per member of an embedding version.
 
     ``user_ids`` int64 [n], ``vectors`` float32 [n, D] (:func:`embedding_pack`).
-    Call inside the transaction that registers the version.
+    Call inside the transaction that registers the version. Rows of members deleted
+    since training read them are dropped; returns the number of rows kept.
     """
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     ids = user_ids.tolist()
@@ -351,16 +364,30 @@ def user_embeddings_write(
             ) as copy:
                 for user_id, vector in zip(ids, vectors, strict=True):
                     copy.write_row((user_id, model_id, vector.tobytes(), created_at))
-        return len(ids)
-    for start in range(0, len(ids), BULK_BATCH_SIZE):
-        stop = start + BULK_BATCH_SIZE
-        UserEmbedding.objects.bulk_create(
-            UserEmbedding(user_id=user_id, model_id=model_id, vector=vector.tobytes())
-            for user_id, vector in zip(
-                ids[start:stop], vectors[start:stop], strict=True
+    else:
+        for start in range(0, len(ids), BULK_BATCH_SIZE):
+            stop = start + BULK_BATCH_SIZE
+            UserEmbedding.objects.bulk_create(
+                UserEmbedding(
+                    user_id=user_id, model_id=model_id, vector=vector.tobytes()
+                )
+                for user_id, vector in zip(
+                    ids[start:stop], vectors[start:stop], strict=True
+                )
             )
-        )
-    return len(ids)
+    return len(ids) - _rows_of_deleted_members_drop(
+        UserEmbedding.objects.filter(model_id=model_id)
+    )
+
+
+def _rows_of_deleted_members_drop(queryset) -> int:
+    """Delete the rows just written (in the caller's transaction) for members whose
+    account was deleted after training read its data: their foreign key would
+    refuse the whole write at commit and fail the run. Returns how many."""
+    deleted, _ = queryset.filter(
+        ~Exists(User.objects.filter(pk=OuterRef("user_id")))
+    ).delete()
+    return deleted
 
 
 def user_embeddings_load(*, model_id: int) -> tuple[np.ndarray, np.ndarray]:

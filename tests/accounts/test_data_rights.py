@@ -401,6 +401,44 @@ def test_a_like_sent_while_the_account_is_deleted_is_a_401_not_a_500(
     assert not Interaction.objects.exists()
 
 
+# --- the nightly training -----------------------------------------------------------
+
+
+def test_a_member_deleted_while_training_runs_does_not_fail_the_run(
+    transactional_db, settings, tmp_path, monkeypatch
+):
+    from recommender import services, tasks
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    members = [member() for _ in range(8)]
+    for actor, target in zip(members, members[1:], strict=False):
+        InteractionFactory(actor=actor, target=target, kind=InteractionKind.LIKE)
+    leaving = members[3]
+    client = client_for(leaving)
+    load = services.run_data_load
+
+    def load_then_lose_a_member(*, run):
+        data = load(run=run)  # the member is in the data the stage trains on
+        if User.objects.filter(pk=leaving.pk).exists():
+            assert delete_account(client).status_code == 204
+        return data
+
+    monkeypatch.setattr(services, "run_data_load", load_then_lose_a_member)
+    run = services.training_run_start(trigger="test")
+
+    features = tasks.features_compute(run_id=run.pk)
+    tasks.embeddings_train(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == "running" and run.error == ""
+    assert features == 7
+    assert UserFeatures.objects.count() == 7
+    vectors = UserEmbedding.objects.filter(model=run.embedding_model)
+    assert sorted(vectors.values_list("user_id", flat=True)) == sorted(
+        m.pk for m in members if m.pk != leaving.pk
+    )
+
+
 # --- the admin ----------------------------------------------------------------------
 
 
