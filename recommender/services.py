@@ -16,7 +16,10 @@ stale one over (its worker died). Every stage:
    file is left behind, deleted right away when the failure is an exception.
 
 The stages load their data as of the run's start (``started_at``), so the stages of
-one run, run by different workers at different times, see the same data.
+one run, run by different workers at different times, see the same data. The last
+one, ``serving_index``, is the exception: it rebuilds the index of the embedding
+version serving at the end of the run from the members as they are then, as
+``rebuild_index`` does, and finishes the run.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from registry.services import (
 logger = logging.getLogger(__name__)
 
 AUTO_PROMOTION_ACTOR = "auto-promotion"
-STAGES = ("features", "embeddings", "index", "ranking", "evaluate")
+STAGES = ("features", "embeddings", "index", "ranking", "evaluate", "serving_index")
 SEED = 0
 
 Progress = Callable[[str], None]
@@ -482,28 +485,52 @@ class IndexRebuild:
     stored_vectors: int
     new_members: int
     seconds: float
+    # A concurrent rebuild from later data registered first: this one's index was
+    # discarded and ``index`` is that fresher one.
+    superseded: bool = False
 
 
-def index_rebuild(*, progress: Progress | None = None) -> IndexRebuild:
-    """Rebuild the index of the active embedding version from its stored
-    ``UserEmbedding`` rows, first giving members who joined since training a vector
-    from their profile (the model's content fallback; stored too, so serving can
-    query with it). Raises ``ApplicationError`` when no embedding version is active.
-    """
-    report = progress or (lambda message: None)
+@dataclass
+class _PreparedRebuild:
+    """An index of the active embedding version, built and stored, not registered."""
+
+    model_id: int
+    version: int
+    as_of: datetime  # members and vectors read at or after this time
+    stored_vectors: int
+    new_ids: np.ndarray  # int64 [k]: members embedded from their profile
+    new_vectors: np.ndarray  # float32 [k, 2 * dim]: their packed vectors
+    built: BuiltIndex
+    started: float
+
+
+# IndexArtifact.params key: when the members and vectors an index was built from
+# were read (rebuilds only; a training run's index is older than any rebuild).
+INDEX_AS_OF = "vectors_as_of"
+
+
+def _index_rebuild_prepare(*, active: MLModel, report: Progress) -> _PreparedRebuild:
+    """Read the active version's stored vectors, embed the members who have none
+    (content fallback), build the index over all of them and store its file
+    atomically. No transaction is held: the caller registers the result."""
     started = time.monotonic()
-    active = model_get_active(kind=ModelKind.EMBEDDING)
-    if active is None:
-        raise ApplicationError(
-            "No active embedding model: train one (manage.py train_models) and "
-            "promote it first.",
-            field="kind",
-            status_code=409,
-        )
+    as_of = timezone.now()
     report(f"embedding v{active.version}: loading stored vectors")
     user_ids, vectors = db.user_embeddings_load(model_id=active.pk)
     report(f"  {len(user_ids):,} stored vectors")
-    newcomer_ids = db.members_without_embedding(model_id=active.pk)
+    # Everyone without a vector read here, in one snapshot of the members after the
+    # vectors: a member whose vector another rebuild stored meanwhile is embedded
+    # again (same recipe) rather than missed or indexed twice.
+    from accounts.models import Profile
+
+    stored = set(user_ids.tolist())
+    newcomer_ids = [
+        user_id
+        for user_id in Profile.objects.order_by("user_id").values_list(
+            "user_id", flat=True
+        )
+        if user_id not in stored
+    ]
     new_ids = np.empty(0, dtype=np.int64)
     new_vectors = np.empty((0, vectors.shape[1] if vectors.size else 0), np.float32)
     if newcomer_ids:
@@ -530,36 +557,137 @@ def index_rebuild(*, progress: Progress | None = None) -> IndexRebuild:
     report(f"building the index over {len(all_ids):,} vectors")
     taste_all, appeal_all = db.embedding_split(all_vectors)
     built = _build_and_store_index(appeal_all, all_ids, queries=taste_all)
+    built.info.params[INDEX_AS_OF] = as_of.isoformat()
+    return _PreparedRebuild(
+        model_id=active.pk,
+        version=active.version,
+        as_of=as_of,
+        stored_vectors=len(user_ids),
+        new_ids=new_ids,
+        new_vectors=new_vectors,
+        built=built,
+        started=started,
+    )
+
+
+def _index_as_of(index: IndexArtifact) -> datetime | None:
+    value = (index.params or {}).get(INDEX_AS_OF)
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _index_rebuild_register(prepared: _PreparedRebuild) -> IndexRebuild:
+    """Inside a transaction: store the newcomers' vectors and register the index,
+    unless a rebuild from later data registered one first.
+
+    Rebuilds of one version (``rebuild_index``, the nightly refresh) may overlap;
+    the version's row lock serializes their registrations, and the index read from
+    the newest data stays the serving one whatever order they finish in. A
+    superseded rebuild registers nothing; its file is the caller's to delete.
+    """
+    from accounts.models import User
+    from recommender.models import UserEmbedding
+
+    locked = MLModel.objects.select_for_update().get(pk=prepared.model_id)
+    fresher = [
+        index
+        for index in locked.indexes.all()
+        if (_index_as_of(index) or prepared.as_of) > prepared.as_of
+    ]
+    if fresher:
+        return IndexRebuild(
+            index=max(fresher, key=_index_as_of),
+            embedding_version=prepared.version,
+            stored_vectors=prepared.stored_vectors,
+            new_members=0,
+            seconds=time.monotonic() - prepared.started,
+            superseded=True,
+        )
+    if len(prepared.new_ids):
+        # Members deleted since they were read have no row to point at.
+        existing = set(
+            User.objects.filter(pk__in=prepared.new_ids.tolist()).values_list(
+                "pk", flat=True
+            )
+        )
+        # Another rebuild may have stored some of them meanwhile.
+        UserEmbedding.objects.bulk_create(
+            (
+                UserEmbedding(user_id=user_id, model_id=locked.pk, vector=row.tobytes())
+                for user_id, row in zip(
+                    prepared.new_ids.tolist(),
+                    prepared.new_vectors.astype("<f4"),
+                    strict=True,
+                )
+                if user_id in existing
+            ),
+            batch_size=db.BULK_BATCH_SIZE,
+            ignore_conflicts=True,
+        )
+    return IndexRebuild(
+        index=_register_index(locked.pk, prepared.built),
+        embedding_version=prepared.version,
+        stored_vectors=prepared.stored_vectors,
+        new_members=len(prepared.new_ids),
+        seconds=time.monotonic() - prepared.started,
+    )
+
+
+def _active_embedding_or_refuse() -> MLModel:
+    active = model_get_active(kind=ModelKind.EMBEDDING)
+    if active is None:
+        raise ApplicationError(
+            "No active embedding model: train one (manage.py train_models) and "
+            "promote it first.",
+            field="kind",
+            status_code=409,
+        )
+    return active
+
+
+def index_rebuild(*, progress: Progress | None = None) -> IndexRebuild:
+    """Rebuild the index of the active embedding version from its stored
+    ``UserEmbedding`` rows, first giving members who joined since training a vector
+    from their profile (the model's content fallback; stored too, so serving can
+    query with it). Raises ``ApplicationError`` when no embedding version is active.
+
+    Safe beside another rebuild of the same version (see
+    :func:`_index_rebuild_register`): when one from later data registered first,
+    this one is discarded and the result says so (``superseded``).
+    """
+    report = progress or (lambda message: None)
+    prepared = _index_rebuild_prepare(
+        active=_active_embedding_or_refuse(), report=report
+    )
     try:
         with transaction.atomic():
-            locked = MLModel.objects.select_for_update().get(pk=active.pk)
-            if len(new_ids):
-                # Another rebuild may have stored some of them meanwhile.
-                from recommender.models import UserEmbedding
-
-                UserEmbedding.objects.bulk_create(
-                    (
-                        UserEmbedding(
-                            user_id=user_id, model_id=locked.pk, vector=row.tobytes()
-                        )
-                        for user_id, row in zip(
-                            new_ids.tolist(), new_vectors.astype("<f4"), strict=True
-                        )
-                    ),
-                    batch_size=db.BULK_BATCH_SIZE,
-                    ignore_conflicts=True,
-                )
-            index = _register_index(locked.pk, built)
+            result = _index_rebuild_register(prepared)
     except BaseException:
-        artifact_delete(name=built.stored.name)
+        artifact_delete(name=prepared.built.stored.name)
         raise
-    return IndexRebuild(
-        index=index,
-        embedding_version=active.version,
-        stored_vectors=len(user_ids),
-        new_members=len(new_ids),
-        seconds=time.monotonic() - started,
-    )
+    if result.superseded:
+        artifact_delete(name=prepared.built.stored.name)
+    return result
+
+
+def _active_index_is_current(active: MLModel) -> IndexArtifact | None:
+    """The newest index of ``active`` when it already holds every member's vector
+    and nothing else (no member joined or left since it was built), else ``None``.
+
+    Vectors of a version are only added by a build that registers an index over
+    them, in the same transaction, so equal counts and no member without a vector
+    mean the same set.
+    """
+    from recommender.models import UserEmbedding
+    from registry.selectors import index_get_latest
+
+    newest = index_get_latest(embedding_model=active)
+    if newest is None or db.members_without_embedding(model_id=active.pk):
+        return None
+    stored = UserEmbedding.objects.filter(model_id=active.pk).count()
+    return newest if newest.n_vectors == stored else None
 
 
 # --- stage 4: ranking --------------------------------------------------------------
@@ -704,8 +832,8 @@ def _compare_with_active(result) -> dict:
 
 
 def models_evaluate(*, run_id: int, data: RunData | None = None) -> TrainingRun:
-    """Finish the run: compare the strategies offline, decide auto-promotion and
-    mark the run succeeded.
+    """Compare the strategies offline and decide auto-promotion (the run then
+    refreshes the serving index and finishes: :func:`serving_index_refresh`).
 
     The strategy comparison (``recommender.evaluation.evaluation_run``, the same
     function as ``manage.py evaluate``) scores the ranking version this run
@@ -736,12 +864,6 @@ def models_evaluate(*, run_id: int, data: RunData | None = None) -> TrainingRun:
             run.evaluated_at = timezone.now()
             run.summary["promotions"] = decisions
             run.summary["evaluation"] = evaluation
-        run.status = TrainingRunStatus.SUCCEEDED
-        run.stage = ""
-        run.finished_at = timezone.now()
-        run.heartbeat_at = run.finished_at
-        total = (run.finished_at - run.started_at).total_seconds()
-        run.summary["total_seconds"] = round(total, 3)
         run.save()
     return run
 
@@ -835,6 +957,80 @@ def _promote_if(model_id: int, condition: bool, reason: str) -> dict:
     return {**decision, "promoted": True}
 
 
+# --- stage 6: the serving index ----------------------------------------------------
+
+
+def serving_index_refresh(*, run_id: int) -> TrainingRun:
+    """Rebuild the index of the embedding version serving now (after this run's
+    promotions), as ``rebuild_index`` does, and finish the run.
+
+    Without auto-promotion a run only indexes its own, inactive version: this keeps
+    the serving index up to date every night with the members who joined since
+    (embedded by the content fallback) and without those who left. Skipped when no
+    embedding version is active or its newest index is already current. Serving
+    picks the new index up at its next registry poll (the index id is part of the
+    serving generation). A redelivered stage does not rebuild twice: the outcome
+    is recorded on the run in the transaction that registers the index.
+    """
+    training_run_heartbeat(run_id=run_id, stage="serving_index")
+    run = TrainingRun.objects.get(pk=run_id)
+    started = time.monotonic()
+    prepared = None
+    outcome: dict = {}
+    if "serving_index" not in (run.summary.get("stages") or {}):
+        active = model_get_active(kind=ModelKind.EMBEDDING)
+        current = _active_index_is_current(active) if active is not None else None
+        if active is None:
+            outcome = {"skipped": "no active embedding version"}
+        elif current is not None:
+            outcome = {
+                "skipped": f"index {current.pk} is current",
+                "version": active.version,
+                "index": current.pk,
+            }
+        else:
+            with _HeartbeatThread(run_id):
+                prepared = _index_rebuild_prepare(
+                    active=active, report=lambda message: None
+                )
+    # The file is deleted unless this delivery registered it (and that committed).
+    registers, registered = False, False
+    try:
+        with transaction.atomic():
+            run = _lock_running_run(run_id)
+            if "serving_index" not in (run.summary.get("stages") or {}):
+                if prepared is not None:
+                    result = _index_rebuild_register(prepared)
+                    registers = not result.superseded
+                    outcome = {
+                        "version": result.embedding_version,
+                        "index": result.index.pk,
+                        "n": result.index.n_vectors,
+                        "new_members": result.new_members,
+                        "superseded": result.superseded,
+                    }
+                _record_stage(
+                    run, "serving_index", time.monotonic() - started, **outcome
+                )
+            _run_succeed(run)
+        registered = registers
+    finally:
+        if prepared is not None and not registered:
+            artifact_delete(name=prepared.built.stored.name)
+    return run
+
+
+def _run_succeed(run: TrainingRun) -> None:
+    """Inside the transaction holding the run's lock: mark it succeeded."""
+    run.status = TrainingRunStatus.SUCCEEDED
+    run.stage = ""
+    run.finished_at = timezone.now()
+    run.heartbeat_at = run.finished_at
+    total = (run.finished_at - run.started_at).total_seconds()
+    run.summary["total_seconds"] = round(total, 3)
+    run.save()
+
+
 # --- everything, synchronously -----------------------------------------------------
 
 
@@ -864,6 +1060,7 @@ def pipeline_run(
                 ),
             ),
             ("evaluate", lambda: models_evaluate(run_id=run.pk, data=data)),
+            ("serving_index", lambda: serving_index_refresh(run_id=run.pk)),
         )
         expected = _last_stage_seconds()
         for number, (name, step) in enumerate(steps, start=1):

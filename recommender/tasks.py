@@ -90,8 +90,16 @@ def ranking_train(*, run_id: int) -> int | None:
 
 @shared_task(base=TrainingTask, name="recommender.tasks.models_evaluate")
 def models_evaluate(*, run_id: int) -> str | None:
-    """Stage 5: auto-promotion (if enabled and earned) and the run's success."""
+    """Stage 5: the offline comparison and auto-promotion (if enabled and earned)."""
     run = _stage("models_evaluate", run_id)
+    return run.status if run is not None else None
+
+
+@shared_task(base=TrainingTask, name="recommender.tasks.serving_index_refresh")
+def serving_index_refresh(*, run_id: int) -> str | None:
+    """Stage 6: rebuild the serving (active) embedding version's index with the
+    members who joined since, then the run's success."""
+    run = _stage("serving_index_refresh", run_id)
     return run.status if run is not None else None
 
 
@@ -110,7 +118,10 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
     except ApplicationError as error:
         logger.warning("nightly pipeline not started: %s", error.message)
         return None
-    stages = [task.si(run_id=run.pk) for task in (*STAGE_TASKS, models_evaluate)]
+    stages = [
+        task.si(run_id=run.pk)
+        for task in (*STAGE_TASKS, models_evaluate, serving_index_refresh)
+    ]
     try:
         chain(*stages).apply_async()
     except BaseException as error:

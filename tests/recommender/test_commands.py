@@ -61,14 +61,15 @@ def test_train_models_registers_versions_and_prints_a_summary(seeded, media):
 
 def test_train_models_numbers_its_stages_and_estimates_from_the_last_run(seeded, media):
     first = _call("train_models")
-    assert "stage 1/5 features…\n" in first  # no earlier run: no estimate
+    assert "stage 1/6 features…\n" in first  # no earlier run: no estimate
     assert "ETA" not in first
 
     second = _call("train_models")
     last = TrainingRun.objects.order_by("pk").first().summary["stages"]
     expected = sum(stage["seconds"] for stage in last.values())
-    assert f"stage 1/5 features… (ETA {expected:,.0f}s by the last run)" in second
-    assert "stage 5/5 evaluate… (ETA" in second
+    assert f"stage 1/6 features… (ETA {expected:,.0f}s by the last run)" in second
+    assert "stage 5/6 evaluate… (ETA" in second
+    assert "stage 6/6 serving_index… (ETA" in second
 
 
 def test_train_models_if_untrained_trains_once_then_skips(seeded, media, settings):

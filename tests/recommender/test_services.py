@@ -73,6 +73,7 @@ def test_a_run_with_a_stale_heartbeat_is_taken_over(settings):
 def test_a_finished_run_does_not_block_the_next():
     run = training_run_start(trigger="cli")
     services.models_evaluate(run_id=run.pk)
+    services.serving_index_refresh(run_id=run.pk)
 
     assert training_run_start(trigger="cli").pk != run.pk
 

@@ -216,3 +216,55 @@ def test_a_worker_killed_mid_registration_leaves_nothing_and_the_next_run_succee
     assert embedding.version == 1 and run.embedding_model_id == embedding.pk
     assert MLModel.objects.filter(kind=ModelKind.RANKING).count() == 1
     assert UserEmbedding.objects.count() == 300
+
+
+def test_a_worker_killed_while_registering_the_serving_index_leaves_it_serving(
+    worker_env,
+):
+    """The nightly refresh of the active version's index dies inside its
+    registration: the previous index keeps serving, nothing half-built is
+    registered, and the redelivered stage builds it once."""
+    from recommender.services import training_run_start
+    from recommender.tasks import serving_index_refresh
+    from registry.artifacts import index_artifact_load
+    from registry.selectors import index_get_serving
+    from tests.accounts.factories import member
+    from tests.recommender.serving_fixtures import train_and_activate
+
+    start, tmp_path = worker_env
+    trained = train_and_activate()
+    serving = index_get_serving()
+    newcomer = member(interests=["hiking", "jazz"])
+    run = training_run_start(trigger="celery")
+    marker = tmp_path / "hang-marker"
+    hanging = start(
+        app="tests.recommender.slow_refresh_worker",
+        KINDRED_TEST_HANG_MARKER=str(marker),
+    )
+
+    serving_index_refresh.delay(run_id=run.pk)
+    hanging._wait_for(marker.exists, "the serving index registration")
+    hanging.kill()
+
+    assert index_get_serving().pk == serving.pk  # rolled back with the worker
+    assert IndexArtifact.objects.count() == 1
+    assert not UserEmbedding.objects.filter(user=newcomer).exists()
+    assert index_artifact_load(index=serving).ntotal == 300
+
+    # The broker redelivers the unacknowledged stage (sent again here: Redis
+    # would wait for its visibility timeout).
+    worker = start()
+    serving_index_refresh.delay(run_id=run.pk)
+    worker._wait_for(
+        lambda: TrainingRun.objects.get(pk=run.pk).status != TrainingRunStatus.RUNNING,
+        "the redelivered refresh",
+    )
+
+    run.refresh_from_db()
+    assert run.status == TrainingRunStatus.SUCCEEDED, run.error
+    refreshed = index_get_serving()
+    assert run.summary["stages"]["serving_index"]["index"] == refreshed.pk
+    assert refreshed.embedding_model_id == trained.embedding.pk
+    assert IndexArtifact.objects.count() == 2
+    assert index_artifact_load(index=refreshed).ntotal == 301
+    assert UserEmbedding.objects.filter(user=newcomer).count() == 1

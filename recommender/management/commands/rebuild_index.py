@@ -28,6 +28,15 @@ class Command(BaseCommand):
         except ApplicationError as error:
             raise CommandError(error.message) from error
         index = result.index
+        if result.superseded:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Another rebuild of embedding v{result.embedding_version}, "
+                    f"from later data, registered index {index.pk} meanwhile: this "
+                    "one was discarded and that one serves."
+                )
+            )
+            return
         recall = ", ".join(f"{k} {v}" for k, v in index.metrics.items())
         self.stdout.write(
             self.style.SUCCESS(

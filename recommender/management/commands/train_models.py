@@ -15,7 +15,9 @@ HEADLINE_METRICS = ("auc", "log_loss", "precision@10", "recall@10", "ndcg@10")
 class Command(BaseCommand):
     help = (
         "Run the training pipeline now (features, embeddings, FAISS index, ranking, "
-        "evaluation), as the nightly Celery chain does, and print a summary."
+        "evaluation, then a rebuild of the serving embedding version's index with "
+        "the members who joined since), as the nightly Celery chain does, and "
+        "print a summary."
     )
 
     def add_arguments(self, parser):
@@ -89,6 +91,21 @@ class Command(BaseCommand):
                 else ""
             )
             write(f"{label}{verdict}: {decision.get('reason', '')}")
+        refresh = stages.get("serving_index") or {}
+        if "skipped" in refresh:
+            write(f"Serving index not rebuilt: {refresh['skipped']}.")
+        elif refresh:
+            write(
+                f"Serving index of embedding v{refresh['version']} rebuilt: index "
+                f"{refresh['index']}, {refresh['n']:,} vectors "
+                f"({refresh['new_members']:,} new members)"
+                + (
+                    ", superseded by a rebuild from later data"
+                    if refresh.get("superseded")
+                    else ""
+                )
+                + "."
+            )
 
 
 def _metrics_line(metrics: dict) -> str:
