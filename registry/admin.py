@@ -339,7 +339,14 @@ class MLModelAdmin(admin.ModelAdmin):
             ),
             (
                 "Artifact",
-                {"fields": ("artifact", "artifact_sha256", "artifact_size_display")},
+                {
+                    "fields": (
+                        "artifact",
+                        "artifact_sha256",
+                        "artifact_size_display",
+                        "pruned_at",
+                    )
+                },
             ),
         )
 

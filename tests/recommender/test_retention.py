@@ -323,3 +323,22 @@ def test_a_file_the_storage_refuses_to_delete_is_reported_and_the_rest_go(
     assert "Permission denied" in run.errors[0]["error"]
     assert default_storage.exists(stuck)
     assert not default_storage.exists(registry["v2"].artifact.name)
+
+
+def test_the_runs_are_listed_read_only_in_the_admin(policy, registry, client):
+    from tests.accounts.factories import UserFactory
+
+    run = run_task()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    listing = client.get("/admin/recommender/retentionrun/")
+    page = client.get(f"/admin/recommender/retentionrun/{run.pk}/change/")
+    model_page = client.get(f"/admin/registry/mlmodel/{registry['v1'].pk}/change/")
+
+    assert listing.status_code == page.status_code == model_page.status_code == 200
+    assert b"models/embedding/" in page.content  # the files it removed
+    assert b"Pruned at" in model_page.content
+    assert (
+        client.post(f"/admin/recommender/retentionrun/{run.pk}/delete/").status_code
+        == 403
+    )
