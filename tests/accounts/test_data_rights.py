@@ -13,6 +13,7 @@ from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.models import AccountDeletion, Preferences, Profile, User
 from interactions.models import Interaction, InteractionKind, Match
@@ -158,6 +159,19 @@ def test_a_wrong_or_missing_password_is_a_400_and_deletes_nothing(
     assert response.json()["code"] == "invalid"
     assert rows_about(leaving.pk) == before
     assert not AccountDeletion.objects.exists()
+
+
+def test_password_guesses_are_throttled_like_log_ins(leaving, monkeypatch):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"token": "3/minute"})
+    client = client_for(leaving)
+
+    guesses = [delete_account(client, password=f"guess-{n}") for n in range(4)]
+
+    assert [r.status_code for r in guesses] == [400, 400, 400, 429]
+    assert int(guesses[-1]["Retry-After"]) > 0
+    assert guesses[-1].json()["code"] == "throttled"
+    assert delete_account(client).status_code == 429  # even the right one, for now
+    assert User.objects.filter(pk=leaving.pk).exists()
 
 
 def test_a_staff_account_is_not_deleted_through_the_api():
