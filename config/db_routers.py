@@ -4,18 +4,19 @@ With ``DATABASE_REPLICA_URL`` set, settings add the ``replica`` database alias a
 install :class:`ReplicaRouter`. A read goes to the replica only inside
 :func:`replica_reads` (entered through :func:`replica_or_primary`), and only for
 the member tables (the ``accounts`` and ``interactions`` apps). The recommendation
-read path wraps in it what it reads about *other* members: the serving member
-store's loads (every profile and interaction), the shortlist re-check of the
-candidates' rows and the random fallback.
+read path wraps in it the loads of the serving member store: every profile,
+preference and interaction, the heaviest reads Kindred does (whole tables, on every
+web worker at each store refresh and each promotion).
 
 Everything else reads from the primary, whatever the scope: every write; the reads
 that must see a write just made — the viewer's own profile, preferences and
 interactions (a like recorded a moment ago must not come back in the next page),
-the cache-hit re-check, tokens and sessions, the registry and its generation (a
-promotion is picked up at the next poll); and training. A replica lags the primary
-by a moment: a member who joined or hid their profile that moment ago may be
-missing from, or still in, the replica's answer, as from the member store, which
-is minutes old anyway.
+the shortlist re-check and the random fallback (the last word on what is shown: a
+member who hid their profile, blocked the viewer or deleted their account a moment
+ago is never shown), the cache-hit re-check, tokens and sessions, the registry and
+its generation (a promotion is picked up at the next poll); and training. A replica
+lags the primary by a moment: the member store loaded from it misses a member who
+joined that moment ago until its next refresh, like a store minutes old anyway.
 
 A replica that fails (unreachable, its connection cut) costs one attempt: the read
 runs again on the primary, and the replica is left alone for ``RETRY_SECONDS``.

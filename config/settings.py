@@ -139,10 +139,11 @@ else:
         )
         WEB_DATABASE_DEADLINE = WEB_STATEMENT_TIMEOUT + 1.0
 # An optional read replica (a streaming standby of the primary): the recommendation
-# read path (member store loads, candidate rows) reads from it through
-# config.db_routers.ReplicaRouter; every write, and every read that must see a
-# write just made (the member's own interactions, tokens, the registry), stays on
-# the primary. Unset: one database.
+# read path's bulk reads (the serving member store: every profile and interaction)
+# go to it through config.db_routers.ReplicaRouter; every write, and every read
+# that must see a write just made (the member's own interactions, the final
+# re-check of what is shown, tokens, the registry), stays on the primary. Unset:
+# one database.
 DATABASE_REPLICA_URL = env("DATABASE_REPLICA_URL", default="")
 DATABASE_ROUTERS: list[str] = []
 if DATABASE_REPLICA_URL:

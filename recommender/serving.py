@@ -31,9 +31,11 @@ relevance over the appeal vectors spreads the final list; each result gets a sho
 reason.
 
 **Read replica** (``DATABASE_REPLICA_URL``, ``config.db_routers``): the member
-store's loads, the shortlist re-check and the random fallback read other members'
-rows from the replica (the primary if it fails); the viewer's own rows and the
-registry always come from the primary.
+store's loads (every member and interaction) read from the replica (the primary if
+it fails). Everything a request reads comes from the primary: the viewer's own
+rows, the registry, and the shortlist re-check and random fallback, which have the
+last word on what is shown (a member who hid their profile, blocked the viewer or
+deleted their account a moment ago is never shown, replica lag or not).
 
 **Degradation**, in :data:`STRATEGIES` order: ``full`` → ``unranked`` (no ranking model
 for the arm, or it raised: candidate scores) → ``content_popularity`` (no embedding
@@ -46,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import logging
 import math
@@ -916,16 +917,11 @@ def _postprocess(
         if not batch.size:
             break
         ids = store.user_id[rows[batch]].tolist()
-        # The candidates' rows may come from the read replica; the viewer's own
-        # (``excluded``: their interactions, blocks against them) are the primary's.
-        allowed = replica_or_primary(
-            functools.partial(
-                shortlist_check,
-                viewer=viewer.facts,
-                candidate_ids=ids,
-                excluded=viewer.excluded,
-                today=today,
-            )
+        allowed = shortlist_check(
+            viewer=viewer.facts,
+            candidate_ids=ids,
+            excluded=viewer.excluded,
+            today=today,
         )
         for candidate in allowed:
             facts[candidate.user_id] = candidate
@@ -1009,15 +1005,12 @@ def _norm(value) -> str:
 
 def _random(viewer: Viewer, limit: int, today: dt.date) -> list[Recommendation]:
     try:
-        chosen = replica_or_primary(
-            functools.partial(
-                random_allowed,
-                viewer=viewer.facts,
-                excluded=viewer.excluded,
-                limit=limit,
-                today=today,
-                rng=np.random.default_rng(),
-            )
+        chosen = random_allowed(
+            viewer=viewer.facts,
+            excluded=viewer.excluded,
+            limit=limit,
+            today=today,
+            rng=np.random.default_rng(),
         )
     except Exception:  # noqa: BLE001 - nothing lesser left: an empty answer
         logger.exception("random fallback failed for %s", viewer.user_id)

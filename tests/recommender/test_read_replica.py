@@ -1,6 +1,6 @@
-"""The optional read replica (DATABASE_REPLICA_URL): the recommendation read path
-reads other members' rows from it, everything that must see a fresh write reads
-from the primary, and a failing replica hands its reads to the primary.
+"""The optional read replica (DATABASE_REPLICA_URL): the serving member store loads
+from it, everything that must see a fresh write (what is finally shown included)
+reads from the primary, and a failing replica hands its reads to the primary.
 
 The replica here is a second real PostgreSQL database on the same server, migrated
 like the primary; :func:`replicate` copies the member tables across (``COPY``), so
@@ -148,16 +148,20 @@ def test_only_member_reads_in_the_recommendation_scope_go_to_the_replica(replica
 
 
 @pytest.mark.django_db(transaction=True, databases=BOTH)
-def test_recommendations_read_candidates_on_the_replica_and_the_viewer_on_the_primary(
+def test_the_member_store_loads_from_the_replica_and_what_is_shown_from_the_primary(
     replica, client_for
 ):
     scene = scene_build(fillers=4)
     replicate()
-    liked = scene.others[0]
+    liked, hiding = scene.others[0], scene.others[1]
     response = client_for(scene.viewer).post(
         "/api/v1/interactions/", {"target": liked.pk, "kind": "like"}, format="json"
     )
     assert response.status_code == 201, response.content
+    response = client_for(hiding).patch(
+        "/api/v1/profiles/me/", {"is_visible": False}, format="json"
+    )
+    assert response.status_code == 200, response.content
     late = _late_joiner()  # joins after the replica's copy
 
     with (
@@ -167,30 +171,36 @@ def test_recommendations_read_candidates_on_the_replica_and_the_viewer_on_the_pr
         body = _recommend(client_for, scene.viewer)
 
     shown = _ids(body)
-    # Everyone the replica knows and the viewer has not acted on...
-    assert {scene.tempting.pk, *(o.pk for o in scene.others[1:])} <= shown
-    # ...not the member she liked a moment ago (her interactions: the primary)...
+    # Everyone the replica knows and the viewer may see...
+    assert {scene.tempting.pk, *(o.pk for o in scene.others[2:])} <= shown
+    # ...not the member she liked a moment ago (her interactions: the primary),
+    # nor the one who hid their profile a moment ago, still visible on the replica
+    # (the shortlist re-check reads the primary)...
     assert liked.pk not in shown
-    # ...and not the member the replica has not received yet.
+    assert hiding.pk not in shown
+    # ...nor the member the replica has not received yet (the store is its copy).
     assert late.pk not in shown
     replica_sql, primary_sql = _tables(on_replica), _tables(on_primary)
-    assert '"accounts_profile"' in replica_sql  # member store and shortlist rows
-    assert '"accounts_user"' in replica_sql
-    for table in ("registry_", "authtoken_token", "recommender_"):
-        assert table not in replica_sql
-    assert "authtoken_token" in primary_sql
-    assert "registry_modelactivation" in primary_sql  # the registry generation
-    assert '"interactions_interaction"' in primary_sql  # the viewer's own history
-    # The member store's read of every profile ran on the replica only.
+    # The member store's reads (every profile; closed accounts) ran on the replica.
     store_read = '"user__preferences__seeking_genders"'
     assert store_read in replica_sql and store_read not in primary_sql
+    assert 'FROM "accounts_user" WHERE NOT "accounts_user"."is_active"' in replica_sql
+    for table in ("registry_", "authtoken_token", "recommender_"):
+        assert table not in replica_sql
+    # The request's own reads ran on the primary: token, registry generation, the
+    # viewer's history, the shortlist re-check.
+    assert "authtoken_token" in primary_sql
+    assert "registry_modelactivation" in primary_sql
+    assert '"interactions_interaction"' in primary_sql
+    shortlist_read = 'FROM "accounts_profile" p JOIN'
+    assert shortlist_read in primary_sql and shortlist_read not in replica_sql
 
     replicate()
     cache.clear()  # her cached page has expired
     body = _recommend(client_for, scene.viewer)
 
     assert late.pk in _ids(body)
-    assert liked.pk not in _ids(body)
+    assert liked.pk not in _ids(body) and hiding.pk not in _ids(body)
 
 
 @pytest.mark.django_db(transaction=True, databases=BOTH)
