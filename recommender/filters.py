@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import connection, connections, router
+from django.db import connection
 from django.db.models import Q
 
 from accounts.models import Preferences, Profile, User, age_on
@@ -199,9 +199,7 @@ def member_facts_load(*, user_ids, with_times: bool = False) -> dict[int, Member
     user_ids = [int(x) for x in user_ids]
     if not user_ids:
         return {}
-    # The primary, or the read replica inside config.db_routers.replica_reads().
-    database = connections[router.db_for_read(Profile)]
-    with database.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(_facts_sql(len(user_ids), with_times=with_times), user_ids)
         rows = cursor.fetchall()
     return {row[0]: _facts(row, with_times=with_times) for row in rows}
