@@ -53,8 +53,8 @@ class Command(BaseCommand):
         stages = run.summary.get("stages") or {}
         for stage in STAGES:
             if stage in stages:
-                write(f"  {stage:<11} {stages[stage].get('seconds', 0):8.1f}s")
-        write(f"  {'total':<11} {run.summary.get('total_seconds', 0):8.1f}s")
+                write(f"  {stage:<13} {stages[stage].get('seconds', 0):8.1f}s")
+        write(f"  {'total':<13} {run.summary.get('total_seconds', 0):8.1f}s")
         for model in MLModel.objects.filter(
             pk__in=[run.embedding_model_id, run.ranking_model_id]
         ).order_by("kind"):
