@@ -60,7 +60,6 @@ from recommender.ml.pipeline import (
     Split,
     cut_state,
     json_safe,
-    model_scores,
     state_with_index,
     time_split,
     train_ranking_stage,
@@ -70,6 +69,7 @@ from recommender.ml.recommend import (
     final_ranking,
     pair_matrices,
     pipeline_run,
+    served_scores,
     viewer_context,
 )
 
@@ -629,7 +629,7 @@ def _served_pairs(fitted: Fitted, user_id: int, rows: np.ndarray) -> np.ndarray:
     forward, backward = pair_matrices(
         state.population, context, rows, embedding=state.embedding
     )
-    return model_scores(fitted.model, forward, backward)
+    return served_scores(fitted.model, forward, backward)
 
 
 # --- reports --------------------------------------------------------------------------

@@ -54,10 +54,12 @@ from recommender.ml.index import build_index
 from recommender.ml.metrics import log_loss, ndcg_at_k, ranking_metrics, roc_auc
 from recommender.ml.ranking import RankingModel, predict_scores, train_ranking
 from recommender.ml.recommend import (
+    CANDIDATE_LIKED_VIEWER,
     ViewerState,
     candidates_for,
     combine,
     pair_matrices,
+    served_scores,
     viewer_context,
     viewer_state,
 )
@@ -406,15 +408,6 @@ def labelled_pair_matrices(
     return X[:q], X[q:], kept
 
 
-def model_scores(
-    model: RankingModel, forward: np.ndarray, backward: np.ndarray
-) -> np.ndarray:
-    """float64 [p] served stage-2 scores from both directions' feature rows."""
-    p = predict_scores(model, np.vstack([forward, backward]))
-    k = forward.shape[0]
-    return combine(p[:k], p[k:], getattr(model, "reciprocal_weight", 1.0))
-
-
 def evaluate_scores(
     groups: np.ndarray,
     y: np.ndarray,
@@ -448,7 +441,7 @@ def evaluate_ranking(
         )
     viewer_ids, cand_ids, y = pairs
     forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
-    scores = model_scores(model, forward, backward)
+    scores = served_scores(model, forward, backward)
     return evaluate_scores(viewer_ids[kept], y[kept], scores, k=k)
 
 
@@ -635,9 +628,10 @@ def train_ranking_stage(
     )
     p = predict_scores(model, np.vstack([valid.forward, valid.backward]))
     half = valid.p
+    liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
     choice = {}
     for weight in RECIPROCAL_WEIGHTS:
-        scores = combine(p[:half], p[half:], weight)
+        scores = combine(p[:half], p[half:], weight, liked_viewer)
         choice[weight] = ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
             ndcg_at_k(valid.group, valid.mutual, scores, k)
         )
@@ -646,7 +640,7 @@ def train_ranking_stage(
         "model": ndcg_at_k(
             valid.group,
             valid.y,
-            combine(p[:half], p[half:], model.reciprocal_weight),
+            combine(p[:half], p[half:], model.reciprocal_weight, liked_viewer),
             k,
         ),
         **_validation_baselines(valid, k=k, seed=seed),
@@ -752,7 +746,7 @@ def _holdout_metrics(
     viewer_ids, cand_ids, y = pairs
     forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
     groups, y = viewer_ids[kept], y[kept]
-    metrics = evaluate_scores(groups, y, model_scores(model, forward, backward), k=k)
+    metrics = evaluate_scores(groups, y, served_scores(model, forward, backward), k=k)
     # The log loss of the viewer's side alone (a probability; the served score,
     # p(v likes c) * p(c likes v) ** w, is not one).
     metrics["log_loss"] = log_loss(y, predict_scores(model, forward))

@@ -40,6 +40,7 @@ from recommender.ml.candidates import (
 )
 from recommender.ml.data import SECONDS_PER_DAY, InteractionArrays, MemberArrays
 from recommender.ml.features import (
+    PAIR_FEATURE_NAMES,
     PRIOR_STRENGTH,
     RECENT_DAYS,
     REVERSED_NEIGHBOURS,
@@ -57,6 +58,9 @@ NEW_MEMBER_BOOST = 0.10
 RECENTLY_ACTIVE_DAYS = 1.0
 RECENTLY_ACTIVE_BOOST = 0.05
 _KEY_SHIFT = np.int64(1) << np.int64(32)
+# Forward-pair column saying the candidate already liked the viewer: their side of
+# the pair is then known, not predicted (see :func:`combine`).
+CANDIDATE_LIKED_VIEWER = PAIR_FEATURE_NAMES.index("candidate_liked_viewer")
 
 
 @dataclass
@@ -230,11 +234,40 @@ def pair_matrices(
 
 
 def combine(
-    p_forward: np.ndarray, p_backward: np.ndarray, reciprocal_weight: float
+    p_forward: np.ndarray,
+    p_backward: np.ndarray,
+    reciprocal_weight: float,
+    liked_viewer: np.ndarray | None = None,
 ) -> np.ndarray:
     """float64 [k] ``p_forward · p_backward ** reciprocal_weight`` (0 = the viewer's
-    side alone, 1 = the product of both sides)."""
+    side alone, 1 = the product of both sides). Where ``liked_viewer`` (bool [k])
+    says the candidate already liked the viewer, their side is an observed fact,
+    not a prediction: ``p_backward`` is 1 (the ranking model never learned the
+    direction of a pair already rated, so its score there means nothing)."""
+    if liked_viewer is not None:
+        p_backward = np.where(liked_viewer, 1.0, p_backward)
     return p_forward * np.power(np.maximum(p_backward, 1e-12), reciprocal_weight)
+
+
+def served_scores(
+    model: RankingModel,
+    forward: np.ndarray,
+    backward: np.ndarray,
+    *,
+    reciprocal_weight: float | None = None,
+) -> np.ndarray:
+    """float64 [k] stage-2 scores of pairs from both directions' feature rows
+    (float32 [k, F] each): the model's probability each way, combined (:func:`combine`)
+    with the model's reciprocal weight (or ``reciprocal_weight``)."""
+    k = forward.shape[0]
+    p = predict_scores(model, np.vstack([forward, backward]))
+    if not np.all(np.isfinite(p)):
+        raise ValueError("ranking model returned non-finite scores")
+    if reciprocal_weight is None:
+        reciprocal_weight = getattr(model, "reciprocal_weight", 1.0)
+    return combine(
+        p[:k], p[k:], reciprocal_weight, forward[:, CANDIDATE_LIKED_VIEWER] > 0
+    )
 
 
 def rank_scores(
@@ -251,11 +284,7 @@ def rank_scores(
     X_forward, X_backward = pair_matrices(
         population, context, candidates.positions, embedding=embedding
     )
-    p = predict_scores(model, np.vstack([X_forward, X_backward]))
-    if not np.all(np.isfinite(p)):
-        raise ValueError("ranking model returned non-finite scores")
-    k = candidates.k
-    return combine(p[:k], p[k:], getattr(model, "reciprocal_weight", 1.0))
+    return served_scores(model, X_forward, X_backward)
 
 
 def freshness_boost(

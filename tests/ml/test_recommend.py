@@ -1,0 +1,45 @@
+"""Stage-2 score combination: what is known about the candidate's side is used as
+known, not predicted."""
+
+import numpy as np
+
+from recommender.ml.features import PAIR_FEATURE_NAMES
+from recommender.ml.ranking import predict_scores, train_ranking
+from recommender.ml.recommend import CANDIDATE_LIKED_VIEWER, combine, served_scores
+
+
+def test_combine_uses_the_candidates_known_like():
+    p_forward = np.array([0.5, 0.5, 0.2])
+    p_backward = np.array([0.1, 0.1, 0.9])
+    liked_viewer = np.array([False, True, False])
+    scores = combine(p_forward, p_backward, 1.0, liked_viewer)
+    # Same forward chance: the one who already liked the viewer ranks first, at
+    # p_forward itself (their side is 1, a fact).
+    assert scores[1] == 0.5
+    assert scores[0] == 0.5 * 0.1
+    assert np.argmax(scores) == 1
+    # Weight 0: the viewer's side alone, whatever the candidate did.
+    assert np.allclose(combine(p_forward, p_backward, 0.0, liked_viewer), p_forward)
+    # Without the mask: the predicted side everywhere.
+    assert np.allclose(combine(p_forward, p_backward, 1.0), p_forward * p_backward)
+
+
+def test_served_scores_read_the_liked_viewer_column_of_the_forward_rows():
+    assert PAIR_FEATURE_NAMES[CANDIDATE_LIKED_VIEWER] == "candidate_liked_viewer"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, len(PAIR_FEATURE_NAMES))).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int8)
+    model, _ = train_ranking(X[:300], y[:300], X[300:], y[300:], seed=0)
+    model.reciprocal_weight = 1.0
+    forward, backward = X[300:310].copy(), X[310:320].copy()
+    forward[:, CANDIDATE_LIKED_VIEWER] = 0
+    plain = served_scores(model, forward, backward)
+    forward[3, CANDIDATE_LIKED_VIEWER] = 1
+    known = served_scores(model, forward, backward)
+    # Only row 3 changes: its score is p(v -> c) alone, the candidate's side no
+    # longer predicted.
+    others = np.arange(10) != 3
+    assert np.allclose(known[others], plain[others])
+    assert np.isclose(known[3], predict_scores(model, forward[3:4])[0])
+    p_backward = predict_scores(model, backward[3:4])[0]
+    assert not np.isclose(known[3], known[3] * p_backward)
