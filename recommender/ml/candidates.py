@@ -259,12 +259,14 @@ def interest_jaccard(bits: np.ndarray, viewer_bits: np.ndarray) -> np.ndarray:
 class ViewerSignals:
     """What the viewer's own fresh interactions say, in population rows: the rows
     they liked (``liked`` int64), the rows that liked them and await an answer,
-    most recent first (``likers`` int64), and their neighbour scores over the
+    most recent first (``likers`` int64), the rows whose verdict on them is a pass
+    (``passers`` int64, sorted), and their neighbour scores over the
     like graph (``forward``, ``backward``) and over every interaction
     (``seen_forward``, ``seen_backward``; see ``recommender.ml.graph``)."""
 
     liked: np.ndarray
     likers: np.ndarray
+    passers: np.ndarray
     forward: NeighbourScores
     backward: NeighbourScores
     seen_forward: NeighbourScores
@@ -300,6 +302,10 @@ def viewer_signals(
         history.actor[(history.target == user_id) & history.is_positive]
     )
     liked, likers = liked[liked >= 0], likers[likers >= 0]
+    passers = population.store.index_of(
+        history.actor[(history.target == user_id) & ~history.is_positive]
+    )
+    passers = np.unique(passers[passers >= 0])
     forward, backward = neighbour_scores(
         population.graph, liked, all_likers[all_likers >= 0]
     )
@@ -311,6 +317,7 @@ def viewer_signals(
     return ViewerSignals(
         liked=liked,
         likers=likers,
+        passers=passers,
         forward=forward,
         backward=backward,
         seen_forward=seen_forward,

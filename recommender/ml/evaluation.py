@@ -629,7 +629,12 @@ def _served_pairs(fitted: Fitted, user_id: int, rows: np.ndarray) -> np.ndarray:
     forward, backward = pair_matrices(
         state.population, context, rows, embedding=state.embedding
     )
-    return served_scores(fitted.model, forward, backward)
+    return served_scores(
+        fitted.model,
+        forward,
+        backward,
+        passed_viewer=np.isin(rows, context.signals.passers),
+    )
 
 
 # --- reports --------------------------------------------------------------------------

@@ -243,8 +243,10 @@ class CandidateRows:
     int8 [p] (the viewer liked them in the label window), ``mutual`` int8 [p]
     (... and they liked the viewer, before or in the window), ``viewer`` int64
     [p] user ids, ``row`` int64 [p] population rows, ``retrieved`` bool [p]
-    (found by a candidate source; the others were shown to the viewer) and
-    ``group`` int64 [p] (one per viewer and training window; default ``viewer``)."""
+    (found by a candidate source; the others were shown to the viewer),
+    ``passed_viewer`` bool [p] (the candidate had passed on the viewer at the
+    cut) and ``group`` int64 [p] (one per viewer and training window; default
+    ``viewer``)."""
 
     forward: np.ndarray
     backward: np.ndarray
@@ -253,6 +255,7 @@ class CandidateRows:
     viewer: np.ndarray
     row: np.ndarray
     retrieved: np.ndarray
+    passed_viewer: np.ndarray
     group: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -354,6 +357,7 @@ def candidate_rows(
                 np.full(rows.shape, user_id),
                 rows,
                 retrieved,
+                np.isin(rows, context.signals.passers),
             )
         )
         total += rows.shape[0]
@@ -370,6 +374,7 @@ def candidate_rows(
         viewer=columns[4].astype(np.int64),
         row=columns[5].astype(np.int64),
         retrieved=columns[6],
+        passed_viewer=columns[7],
     )
 
 
@@ -380,10 +385,11 @@ def _likers_of(viewer: ViewerState) -> np.ndarray:
 
 def labelled_pair_matrices(
     state: CutState, viewer_ids: np.ndarray, cand_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(forward, backward float32 [q, F], kept bool [p]): both directions'
-    features of the pairs (user ids int64 [p]) whose members are both in the
-    population, as of the cut (the same columns serving computes)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, backward float32 [q, F], kept bool [p], passed bool [q]): both
+    directions' features of the pairs (user ids int64 [p]) whose members are both
+    in the population, as of the cut (the same columns serving computes), and
+    whether the candidate had passed on the viewer by then."""
     population = state.population
     store = population.store
     v, c = store.index_of(viewer_ids), store.index_of(cand_ids)
@@ -405,7 +411,13 @@ def labelled_pair_matrices(
         neighbours=np.vstack([neighbours, neighbours[:, REVERSED_NEIGHBOURS]]),
     )
     q = v.shape[0]
-    return X[:q], X[q:], kept
+    history = state.history.history
+    passes = np.unique(
+        history.actor[~history.is_positive] * _KEY_SHIFT
+        + history.target[~history.is_positive]
+    )
+    passed = np.isin(store.user_id[c] * _KEY_SHIFT + store.user_id[v], passes)
+    return X[:q], X[q:], kept, passed
 
 
 def evaluate_scores(
@@ -440,8 +452,10 @@ def evaluate_ranking(
             f"store has {state.population.store.feature_version!r}"
         )
     viewer_ids, cand_ids, y = pairs
-    forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
-    scores = served_scores(model, forward, backward)
+    forward, backward, kept, passed = labelled_pair_matrices(
+        state, viewer_ids, cand_ids
+    )
+    scores = served_scores(model, forward, backward, passed_viewer=passed)
     return evaluate_scores(viewer_ids[kept], y[kept], scores, k=k)
 
 
@@ -631,7 +645,7 @@ def train_ranking_stage(
     liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
     choice = {}
     for weight in RECIPROCAL_WEIGHTS:
-        scores = combine(p[:half], p[half:], weight, liked_viewer)
+        scores = combine(p[:half], p[half:], weight, liked_viewer, valid.passed_viewer)
         choice[weight] = ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
             ndcg_at_k(valid.group, valid.mutual, scores, k)
         )
@@ -640,7 +654,13 @@ def train_ranking_stage(
         "model": ndcg_at_k(
             valid.group,
             valid.y,
-            combine(p[:half], p[half:], model.reciprocal_weight, liked_viewer),
+            combine(
+                p[:half],
+                p[half:],
+                model.reciprocal_weight,
+                liked_viewer,
+                valid.passed_viewer,
+            ),
             k,
         ),
         **_validation_baselines(valid, k=k, seed=seed),
@@ -744,9 +764,12 @@ def _holdout_metrics(
     model: RankingModel, state: CutState, pairs: Pairs, *, k: int, seed: int
 ) -> dict:
     viewer_ids, cand_ids, y = pairs
-    forward, backward, kept = labelled_pair_matrices(state, viewer_ids, cand_ids)
+    forward, backward, kept, passed = labelled_pair_matrices(
+        state, viewer_ids, cand_ids
+    )
     groups, y = viewer_ids[kept], y[kept]
-    metrics = evaluate_scores(groups, y, served_scores(model, forward, backward), k=k)
+    scores = served_scores(model, forward, backward, passed_viewer=passed)
+    metrics = evaluate_scores(groups, y, scores, k=k)
     # The log loss of the viewer's side alone (a probability; the served score,
     # p(v likes c) * p(c likes v) ** w, is not one).
     metrics["log_loss"] = log_loss(y, predict_scores(model, forward))

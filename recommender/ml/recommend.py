@@ -238,14 +238,22 @@ def combine(
     p_backward: np.ndarray,
     reciprocal_weight: float,
     liked_viewer: np.ndarray | None = None,
+    passed_viewer: np.ndarray | None = None,
 ) -> np.ndarray:
     """float64 [k] ``p_forward · p_backward ** reciprocal_weight`` (0 = the viewer's
-    side alone, 1 = the product of both sides). Where ``liked_viewer`` (bool [k])
-    says the candidate already liked the viewer, their side is an observed fact,
-    not a prediction: ``p_backward`` is 1 (the ranking model never learned the
-    direction of a pair already rated, so its score there means nothing)."""
+    side alone, 1 = the product of both sides). Where the candidate already gave
+    their verdict on the viewer, their side is an observed fact, not a prediction
+    (the ranking model never learned the direction of an already-rated pair, so
+    its score there means nothing): ``liked_viewer`` (bool [k]) makes
+    ``p_backward`` 1, ``passed_viewer`` (bool [k]) makes it 0 — a member who
+    passed on the viewer cannot become a match, so with any weight above 0 they
+    rank after everyone who still can."""
+    if passed_viewer is not None:
+        p_backward = np.where(passed_viewer, 0.0, p_backward)
     if liked_viewer is not None:
         p_backward = np.where(liked_viewer, 1.0, p_backward)
+    if reciprocal_weight == 0:
+        return np.asarray(p_forward, dtype=np.float64)
     return p_forward * np.power(np.maximum(p_backward, 1e-12), reciprocal_weight)
 
 
@@ -254,11 +262,14 @@ def served_scores(
     forward: np.ndarray,
     backward: np.ndarray,
     *,
+    passed_viewer: np.ndarray | None = None,
     reciprocal_weight: float | None = None,
 ) -> np.ndarray:
     """float64 [k] stage-2 scores of pairs from both directions' feature rows
     (float32 [k, F] each): the model's probability each way, combined (:func:`combine`)
-    with the model's reciprocal weight (or ``reciprocal_weight``)."""
+    with the model's reciprocal weight (or ``reciprocal_weight``); whether the
+    candidate liked the viewer is read from ``forward``, whether they passed on
+    them is ``passed_viewer`` (bool [k], None = nobody did)."""
     k = forward.shape[0]
     p = predict_scores(model, np.vstack([forward, backward]))
     if not np.all(np.isfinite(p)):
@@ -266,7 +277,11 @@ def served_scores(
     if reciprocal_weight is None:
         reciprocal_weight = getattr(model, "reciprocal_weight", 1.0)
     return combine(
-        p[:k], p[k:], reciprocal_weight, forward[:, CANDIDATE_LIKED_VIEWER] > 0
+        p[:k],
+        p[k:],
+        reciprocal_weight,
+        forward[:, CANDIDATE_LIKED_VIEWER] > 0,
+        passed_viewer,
     )
 
 
@@ -284,7 +299,12 @@ def rank_scores(
     X_forward, X_backward = pair_matrices(
         population, context, candidates.positions, embedding=embedding
     )
-    return served_scores(model, X_forward, X_backward)
+    return served_scores(
+        model,
+        X_forward,
+        X_backward,
+        passed_viewer=np.isin(candidates.positions, context.signals.passers),
+    )
 
 
 def freshness_boost(

@@ -210,6 +210,16 @@ def test_training_rows_are_served_candidates_and_unanswered_impressions():
     assert rows.row[~rows.retrieved].tolist() == [shown_row]  # the impression
     assert rows.y[~rows.retrieved].tolist() == [int(shown_row in liked)]
     assert rows.retrieved.sum() == found.k
+    # Who passed on the viewer before the cut, as serving's combine reads it.
+    history = state.viewer(viewer).history
+    passers = history.actor[(history.target == viewer) & ~history.is_positive]
+    assert sorted(store.user_id[context.signals.passers].tolist()) == sorted(
+        set(passers.tolist()) & set(store.user_id.tolist())
+    )
+    assert (
+        rows.passed_viewer.tolist()
+        == np.isin(store.user_id[rows.row], passers).tolist()
+    )
 
 
 def test_stage_metrics_are_storable_as_json(stage):

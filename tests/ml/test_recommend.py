@@ -43,3 +43,17 @@ def test_served_scores_read_the_liked_viewer_column_of_the_forward_rows():
     assert np.isclose(known[3], predict_scores(model, forward[3:4])[0])
     p_backward = predict_scores(model, backward[3:4])[0]
     assert not np.isclose(known[3], known[3] * p_backward)
+
+
+def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
+    p_forward = np.array([0.9, 0.3, 0.3])
+    p_backward = np.array([0.8, 0.1, 0.1])
+    passed = np.array([True, False, False])
+    liked = np.array([False, False, True])
+    scores = combine(p_forward, p_backward, 0.5, liked, passed)
+    # They can never become a match: behind everyone who still can, however
+    # much the viewer would like them.
+    assert np.argsort(-scores).tolist() == [2, 1, 0]
+    assert scores[0] < 1e-5
+    # Weight 0 ranks by the viewer's side alone, known verdicts or not.
+    assert np.allclose(combine(p_forward, p_backward, 0.0, liked, passed), p_forward)
