@@ -119,7 +119,7 @@ def population_build(
     store = build_feature_store(
         members, interactions, now_ts=now_ts, vocabulary=vocabulary
     )
-    history = interactions.select(interactions.ts < now_ts)
+    history = interactions.before(now_ts)
     actor, target = store.index_of(history.actor), store.index_of(history.target)
     known = (actor >= 0) & (target >= 0)
     liked = known & history.is_positive

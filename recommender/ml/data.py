@@ -90,22 +90,34 @@ class MemberArrays:
 
 @dataclass
 class InteractionArrays:
-    """One row per interaction; ``m`` rows, in any order.
+    """One row per verdict; ``m`` rows, in any order.
 
     * ``actor``, ``target`` int64 [m], user ids;
     * ``kind`` int8 [m], :data:`KIND_CODES`;
-    * ``ts`` float64 [m], unix seconds (the interaction's ``created_at``).
+    * ``ts`` float64 [m], unix seconds: when the verdict was given (the
+      interaction's ``created_at``);
+    * ``until`` float64 [m] or None: unix seconds when the member replaced the
+      verdict by another (changed their mind), +inf while it still stands. ``None``
+      (the default) means every row still stands: one current verdict per pair.
+
+    With ``until``, a pair can have several rows: its verdicts one after the other,
+    each replaced when the next was given (``until`` of one = ``ts`` of the next),
+    so their periods ``[ts, until)`` never overlap. :meth:`before` and
+    :meth:`between` cut such a history into one verdict per pair as it stood at
+    the cut; their results, and :meth:`current`'s, have ``until=None``.
     """
 
     actor: np.ndarray
     target: np.ndarray
     kind: np.ndarray
     ts: np.ndarray
+    until: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = self.actor.shape[0]
-        for name in ("target", "kind", "ts"):
-            if getattr(self, name).shape[0] != m:
+        for name in ("target", "kind", "ts", "until"):
+            value = getattr(self, name)
+            if value is not None and value.shape[0] != m:
                 raise ValueError(f"{name} must have as many rows as actor ({m})")
 
     @classmethod
@@ -127,21 +139,52 @@ class InteractionArrays:
         return (self.kind == LIKE) | (self.kind == SUPER_LIKE)
 
     def select(self, mask: np.ndarray) -> InteractionArrays:
-        """The rows where ``mask`` (bool [m]) is true, or at the int positions given."""
+        """The rows where ``mask`` (bool [m]) is true, or at the int positions given
+        (``until`` too, when there is one)."""
         return InteractionArrays(
             actor=self.actor[mask],
             target=self.target[mask],
             kind=self.kind[mask],
             ts=self.ts[mask],
+            until=None if self.until is None else self.until[mask],
         )
 
+    def _standing(self, mask: np.ndarray, at: float) -> InteractionArrays:
+        """The rows of ``mask`` (bool [m]) whose verdict still stood just before
+        ``at`` (not replaced before it), as current verdicts (``until=None``)."""
+        if self.until is not None:
+            mask = mask & (self.until >= at)
+        chosen = self.select(mask)
+        chosen.until = None
+        return chosen
+
     def before(self, ts: float) -> InteractionArrays:
-        """The interactions strictly before ``ts`` (unix seconds)."""
-        return self.select(self.ts < ts)
+        """Each pair's verdict as it stood just before ``ts`` (unix seconds): the
+        rows given strictly before ``ts`` and not replaced before it (at most one
+        per pair; ``until=None``)."""
+        return self._standing(self.ts < ts, ts)
 
     def between(self, start: float, end: float) -> InteractionArrays:
-        """The interactions with ``start <= ts < end``."""
-        return self.select((self.ts >= start) & (self.ts < end))
+        """The verdicts given in ``[start, end)`` that still stood just before
+        ``end`` (``end`` may be +inf: still standing now): a like turned into a
+        pass inside the window counts as the pass, a like changed after ``end``
+        as the like. At most one per pair; ``until=None``."""
+        return self._standing((self.ts >= start) & (self.ts < end), end)
+
+    def current(self) -> InteractionArrays:
+        """Each pair's latest verdict (the rows never replaced; ``until=None``)."""
+        if self.until is None:
+            return self
+        return self._standing(np.ones(self.m, dtype=bool), np.inf)
+
+    def as_of(self, ts: float) -> InteractionArrays:
+        """The history as it was known just before ``ts``: the rows given before
+        it, a verdict replaced at or after ``ts`` standing (``until`` +inf). Cutting
+        the result anywhere before ``ts`` gives what cutting ``self`` there does."""
+        known = self.select(self.ts < ts)
+        if known.until is not None:
+            known.until = np.where(known.until < ts, known.until, np.inf)
+        return known
 
 
 def sorted_positions(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -132,7 +132,9 @@ def train_embeddings(
 
     ``members_user_id`` int64 [n] ascending; ``history`` the interactions to learn
     from (positives only are used; rows with a user outside ``members_user_id`` are
-    dropped); ``content`` float32 [n, c] from :func:`content_vectors`, aligned with
+    dropped; of a history of changed verdicts, each pair's latest one:
+    ``InteractionArrays.current``); ``content`` float32 [n, c] from
+    :func:`content_vectors`, aligned with
     ``members_user_id``. Deterministic in ``seed``. ``vocabulary`` is recorded on the
     model (the store's vocabulary that ``content`` was built with).
     """
@@ -144,6 +146,7 @@ def train_embeddings(
     if dim < 1:
         raise ValueError("dim must be >= 1")
 
+    history = history.current()
     positive = history.is_positive
     actor = sorted_positions(members_user_id, history.actor[positive])
     target = sorted_positions(members_user_id, history.target[positive])

@@ -326,7 +326,8 @@ class _MutualPairs:
     period: both final verdicts positive, at least one given at or after the cut."""
 
     def __init__(self, interactions: InteractionArrays, t_cut: float):
-        positive = interactions.select(interactions.is_positive)
+        final = interactions.current()
+        positive = final.select(final.is_positive)
         keys = positive.actor * _KEY_SHIFT + positive.target
         reverse = positive.target * _KEY_SHIFT + positive.actor
         order = np.argsort(keys)
@@ -542,7 +543,7 @@ def strategies_evaluate(
         },
         "counts": {
             "members": int(members.n),
-            "interactions": int(interactions.m),
+            "interactions": int(interactions.current().m),
             "training_interactions": int(history.m),
             "test_interactions": int(test.m),
             "test_likes": int(test.is_positive.sum()),

@@ -191,14 +191,15 @@ def build_feature_store(
 ) -> FeatureStore:
     """Per-member features as of ``now_ts`` from ``history``, the interactions the
     features may see (training passes only interactions before its label window; any
-    interaction at or after ``now_ts`` is ignored too).
+    interaction at or after ``now_ts`` is ignored too, and with a history of changed
+    verdicts each pair counts with its verdict as it stood just before ``now_ts``).
 
     ``vocabulary``: the interests behind the bitsets; ``None`` = the 256 most frequent
     interests of ``members``. Pass the training vocabulary when building a store for
     a model trained earlier, so the bits mean the same interests.
     """
     now_ts = float(now_ts)
-    history = history.select(history.ts < now_ts)
+    history = history.before(now_ts)
     vocabulary = tuple(
         interest_vocabulary(members.interests) if vocabulary is None else vocabulary
     )

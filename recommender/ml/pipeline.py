@@ -92,7 +92,13 @@ def time_split(
     ``ts``) are holdout labels, the ``label_fraction`` before that training labels.
     Cuts fall on interaction times; every row with ``ts == t`` goes to the later side,
     so no training label shares a timestamp with a holdout label. Raises ValueError
-    when a window would be empty."""
+    when a window would be empty.
+
+    With a history of changed verdicts (``InteractionArrays.until``), the fractions
+    count verdicts given, and every part holds each pair's verdict as it stood at
+    its cut (:meth:`~InteractionArrays.before`, :meth:`~InteractionArrays.between`):
+    a like changed into a pass after ``t_label`` is still a like in the training
+    history."""
     if not (0 < holdout_fraction < 1 and 0 < label_fraction < 1):
         raise ValueError("holdout_fraction and label_fraction must be in (0, 1)")
     if holdout_fraction + label_fraction >= 1:
@@ -109,7 +115,7 @@ def time_split(
         history_for_training=interactions.before(t_label),
         training_labels=interactions.between(t_label, t_holdout),
         history_for_holdout=interactions.before(t_holdout),
-        holdout_labels=interactions.select(interactions.ts >= t_holdout),
+        holdout_labels=interactions.between(t_holdout, np.inf),
     )
     if split.training_labels.m == 0 or split.holdout_labels.m == 0:
         raise ValueError("too few distinct interaction times for a time split")
@@ -572,7 +578,9 @@ def train_ranking_stage(
         clock = now
 
     if now_ts is not None:
-        interactions = interactions.before(now_ts)
+        # The history as known then, changes of mind included: each window below
+        # cuts it at its own times.
+        interactions = interactions.as_of(now_ts)
     report("split")
     split = time_split(
         interactions, holdout_fraction=holdout_fraction, label_fraction=label_fraction

@@ -56,6 +56,34 @@ def test_time_split_never_leaks_the_future(ts):
     assert 0.1 < split.training_labels.m / interactions.m < 0.2
 
 
+def test_time_split_cuts_a_history_of_changed_verdicts_at_each_cut():
+    """Pair 500->501 liked at 5, changed into a pass after the holdout cut; pair
+    600->601 liked at 3, changed into a pass inside the training label window."""
+    like, dislike = KIND_CODES["like"], KIND_CODES["dislike"]
+    others = _interactions(np.arange(100.0))
+    interactions = InteractionArrays(
+        actor=np.concatenate([others.actor, [500, 500, 600, 600]]),
+        target=np.concatenate([others.target, [501, 501, 601, 601]]),
+        kind=np.concatenate([others.kind, [like, dislike, like, dislike]]),
+        ts=np.concatenate([others.ts, [5.0, 95.0, 3.0, 75.0]]),
+        until=np.concatenate([np.full(100, np.inf), [95.0, np.inf, 75.0, np.inf]]),
+    )
+
+    split = time_split(interactions, holdout_fraction=0.15, label_fraction=0.15)
+
+    def kinds(part, actor):
+        return part.kind[part.actor == actor].tolist()
+
+    assert split.t_label < 75.0 < split.t_holdout < 95.0
+    assert kinds(split.history_for_training, 500) == [like]
+    assert kinds(split.history_for_holdout, 500) == [like]
+    assert kinds(split.holdout_labels, 500) == [dislike]
+    assert kinds(split.history_for_training, 600) == [like]
+    assert kinds(split.training_labels, 600) == [dislike]
+    assert kinds(split.history_for_holdout, 600) == [dislike]
+    assert kinds(split.holdout_labels, 600) == []
+
+
 def test_time_split_refuses_what_it_cannot_split():
     with pytest.raises(ValueError):
         time_split(_interactions(np.zeros(100)))
