@@ -139,7 +139,7 @@ def _seeking_mask(genders) -> int:
 
 
 def interactions_load(
-    *, created_before: dt.datetime | None = None
+    *, created_before: dt.datetime | None = None, with_history: bool = False
 ) -> InteractionArrays:
     """Every pair's verdict, in no particular order: ``actor``/``target`` user ids,
     ``kind`` codes, ``ts`` seconds (when that verdict was given).
@@ -148,37 +148,56 @@ def interactions_load(
     stood just before that time: a pair whose member changed their mind since
     counts with the verdict it had then (from ``InteractionHistory``), a pair first
     rated since not at all.
+
+    ``with_history`` adds the verdicts replaced (before ``created_before``) by a
+    change of mind, and ``until``: when each verdict was replaced, +inf for those
+    standing at ``created_before`` (or now). A training run cuts that history at its
+    own times (``InteractionArrays.before``/``between``), so an earlier window sees
+    the verdict a pair had then. Without it, ``until`` is None.
     """
     if connection.vendor == "postgresql":
-        return _interactions_copy(created_before)
-    rows = Interaction.objects.order_by().values_list(
+        return _interactions_copy(created_before, with_history=with_history)
+    return _interactions_orm(created_before, with_history=with_history)
+
+
+def _interactions_orm(
+    created_before: dt.datetime | None, *, with_history: bool
+) -> InteractionArrays:
+    current = Interaction.objects.order_by().values_list(
         "actor_id", "target_id", "kind", "created_at"
     )
+    replaced = InteractionHistory.objects.order_by().values_list(
+        "interaction__actor_id",
+        "interaction__target_id",
+        "kind",
+        "created_at",
+        "replaced_at",
+    )
     if created_before is not None:
-        earlier = (
-            InteractionHistory.objects.order_by()
-            .filter(created_at__lt=created_before, replaced_at__gte=created_before)
-            .values_list(
-                "interaction__actor_id", "interaction__target_id", "kind", "created_at"
-            )
-        )
-        rows = itertools.chain(
-            rows.filter(created_at__lt=created_before).iterator(chunk_size=CHUNK_ROWS),
-            earlier.iterator(chunk_size=CHUNK_ROWS),
-        )
-    else:
-        rows = rows.iterator(chunk_size=CHUNK_ROWS)
-    actor, target, kind, ts = [], [], [], []
-    for a, t, k, c in rows:
+        current = current.filter(created_at__lt=created_before)
+        replaced = replaced.filter(created_at__lt=created_before)
+        if not with_history:  # only the verdicts standing at the cut
+            replaced = replaced.filter(replaced_at__gte=created_before)
+    elif not with_history:
+        replaced = replaced.none()
+    rows = itertools.chain(
+        ((a, t, k, c, None) for a, t, k, c in current.iterator(chunk_size=CHUNK_ROWS)),
+        replaced.iterator(chunk_size=CHUNK_ROWS),
+    )
+    actor, target, kind, ts, until = [], [], [], [], []
+    for a, t, k, c, r in rows:
         actor.append(a)
         target.append(t)
         kind.append(KIND_CODES[k])
         ts.append(c.timestamp())
+        standing = r is None or (created_before is not None and r >= created_before)
+        until.append(np.inf if standing else r.timestamp())
     return InteractionArrays(
         actor=np.asarray(actor, dtype=np.int64),
         target=np.asarray(target, dtype=np.int64),
         kind=np.asarray(kind, dtype=np.int8),
         ts=np.asarray(ts, dtype=np.float64),
+        until=np.asarray(until, dtype=np.float64) if with_history else None,
     )
 
 
@@ -208,45 +227,66 @@ def impressions_load(
 
 
 # Fixed-width rows (no NULLs): int16 field count, then (int32 length, value) per field.
-_INTERACTION_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("actor_len", ">i4"),
-        ("actor", ">i8"),
-        ("target_len", ">i4"),
-        ("target", ">i8"),
-        ("kind_len", ">i4"),
-        ("kind", ">i2"),
-        ("ts_len", ">i4"),
-        ("ts", ">f8"),
-    ]
+_INTERACTION_FIELDS = [
+    ("actor_len", ">i4"),
+    ("actor", ">i8"),
+    ("target_len", ">i4"),
+    ("target", ">i8"),
+    ("kind_len", ">i4"),
+    ("kind", ">i2"),
+    ("ts_len", ">i4"),
+    ("ts", ">f8"),
+]
+_INTERACTION_ROW = np.dtype([("fields", ">i2"), *_INTERACTION_FIELDS])
+_INTERACTION_HISTORY_ROW = np.dtype(
+    [("fields", ">i2"), *_INTERACTION_FIELDS, ("until_len", ">i4"), ("until", ">f8")]
 )
 
 
-def _interactions_copy(created_before: dt.datetime | None) -> InteractionArrays:
+def _interactions_copy(
+    created_before: dt.datetime | None, *, with_history: bool
+) -> InteractionArrays:
     kind_case = " ".join(
         f"WHEN '{name}' THEN {code}" for name, code in KIND_CODES.items()
     )
     table = connection.ops.quote_name(Interaction._meta.db_table)
+    history = connection.ops.quote_name(InteractionHistory._meta.db_table)
     columns = (
         "actor_id::int8, target_id::int8, "
         f"(CASE kind {kind_case} ELSE -1 END)::int2, "
         "extract(epoch FROM created_at)::float8"
     )
-    select, params = f"SELECT {columns} FROM {table}", []
+    replaced_columns = (
+        "i.actor_id::int8, i.target_id::int8, "
+        f"(CASE h.kind {kind_case} ELSE -1 END)::int2, "
+        "extract(epoch FROM h.created_at)::float8"
+    )
+    replaced_where = []
+    if with_history:
+        columns += ", 'Infinity'::float8"
+        replaced_until = "extract(epoch FROM h.replaced_at)::float8"
+        if created_before is not None:  # replaced since the cut: standing at it
+            replaced_until = (
+                f"CASE WHEN h.replaced_at < %s THEN {replaced_until} "
+                "ELSE 'Infinity'::float8 END"
+            )
+        replaced_columns += f", {replaced_until}"
+    select = f"SELECT {columns} FROM {table}"
     if created_before is not None:
-        # The verdicts given before the cut and still held, then those replaced
-        # since (InteractionHistory): each pair's verdict as of the cut.
-        history = connection.ops.quote_name(InteractionHistory._meta.db_table)
-        select = (
-            f"{select} WHERE created_at < %s UNION ALL "
-            f"SELECT i.actor_id::int8, i.target_id::int8, "
-            f"(CASE h.kind {kind_case} ELSE -1 END)::int2, "
-            f"extract(epoch FROM h.created_at)::float8 "
-            f"FROM {history} h JOIN {table} i ON i.id = h.interaction_id "
-            "WHERE h.created_at < %s AND h.replaced_at >= %s"
+        select += " WHERE created_at < %s"
+        replaced_where.append("h.created_at < %s")
+        if not with_history:  # only the verdicts standing at the cut
+            replaced_where.append("h.replaced_at >= %s")
+    if with_history or created_before is not None:
+        # Then the verdicts replaced by a change of mind (InteractionHistory).
+        where = " AND ".join(replaced_where)
+        select += (
+            f" UNION ALL SELECT {replaced_columns} FROM {history} h "
+            f"JOIN {table} i ON i.id = h.interaction_id"
+            + (f" WHERE {where}" if where else "")
         )
-        params = [created_before] * 3
+    # Every placeholder is the cut.
+    params = [created_before] * select.count("%s")
     query = f"COPY ({select}) TO STDOUT (FORMAT binary)"
     buffer = bytearray()
     # The primary, or the read replica inside config.db_routers.replica_reads().
@@ -261,7 +301,8 @@ def _interactions_copy(created_before: dt.datetime | None) -> InteractionArrays:
     extension = int.from_bytes(buffer[15:19], "big")
     start = _COPY_HEADER_SIZE + extension
     body = memoryview(buffer)[start : len(buffer) - 2]  # trailer: int16 -1
-    rows = np.frombuffer(body, dtype=_INTERACTION_ROW)
+    row = _INTERACTION_HISTORY_ROW if with_history else _INTERACTION_ROW
+    rows = np.frombuffer(body, dtype=row)
     kind = rows["kind"].astype(np.int8)
     known = kind >= 0
     return InteractionArrays(
@@ -269,6 +310,7 @@ def _interactions_copy(created_before: dt.datetime | None) -> InteractionArrays:
         target=rows["target"][known].astype(np.int64),
         kind=kind[known],
         ts=rows["ts"][known].astype(np.float64),
+        until=rows["until"][known].astype(np.float64) if with_history else None,
     )
 
 

@@ -53,7 +53,9 @@ def evaluation_data_load(
 ) -> tuple[MemberArrays, InteractionArrays]:
     """Members (optionally only those named ``<namespace>_…``, i.e. one imported or
     seeded data set) and the interactions between them (optionally created before
-    ``before``)."""
+    ``before``), with the verdicts replaced by a change of mind (``until``): the
+    evaluation's time split sees each pair's verdict as it stood at its cuts, as
+    the training run's does."""
     user_ids = None
     if namespace:
         user_ids = list(
@@ -62,7 +64,7 @@ def evaluation_data_load(
             )
         )
     members = db.members_load(joined_before=before, user_ids=user_ids)
-    interactions = db.interactions_load(created_before=before)
+    interactions = db.interactions_load(created_before=before, with_history=True)
     if namespace:
         inside = np.isin(interactions.actor, members.user_id) & np.isin(
             interactions.target, members.user_id

@@ -253,10 +253,16 @@ def _record_stage(run: TrainingRun, stage: str, seconds: float, **details) -> No
 
 
 def run_data_load(*, run: TrainingRun) -> RunData:
-    """Members who joined and interactions created before the run started."""
+    """Members who joined and interactions created before the run started: each
+    pair's verdicts given by then, those replaced by a change of mind included
+    (``until``), so the ranking stage's time split sees each pair's verdict as it
+    stood at each of its cuts. Stages wanting the run's state use
+    ``before(now_ts)`` (``recommender.ml`` functions cut with it)."""
     started = time.monotonic()
     members = db.members_load(joined_before=run.started_at)
-    interactions = db.interactions_load(created_before=run.started_at)
+    interactions = db.interactions_load(
+        created_before=run.started_at, with_history=True
+    )
     return RunData(
         members=members,
         interactions=interactions,
@@ -266,10 +272,11 @@ def run_data_load(*, run: TrainingRun) -> RunData:
 
 
 def _data_counts(data: RunData) -> dict:
+    current = data.interactions.current()
     return {
         "members": data.members.n,
-        "interactions": data.interactions.m,
-        "positive_interactions": int(data.interactions.is_positive.sum()),
+        "interactions": current.m,
+        "positive_interactions": int(current.is_positive.sum()),
     }
 
 
@@ -890,7 +897,8 @@ def _strategies_compare(run: TrainingRun, data: RunData | None) -> dict:
             }
         output = evaluation_run(
             members=data.members,
-            interactions=data.interactions.before(data.now_ts),
+            # The history as the ranking stage split it: the same split.
+            interactions=data.interactions.as_of(data.now_ts),
             ranking_model=model_artifact_load(model=run.ranking_model),
             config=EvaluationConfig(
                 seed=SEED,
@@ -1046,7 +1054,8 @@ def pipeline_run(
     try:
         data = run_data_load(run=run)
         report(
-            f"loaded {data.members.n:,} members and {data.interactions.m:,} "
+            f"loaded {data.members.n:,} members and "
+            f"{data.interactions.current().m:,} "
             f"interactions in {data.load_seconds:.1f}s"
         )
         steps = (
