@@ -119,6 +119,10 @@ else:
     DATABASES = {"default": env.db("DATABASE_URL")}
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's, minus the health check's round trip on a connection that a
+        # request used a moment ago (config/postgresql/base.py).
+        DATABASES["default"]["ENGINE"] = "config.postgresql"
     _db_options = DATABASES["default"].setdefault("OPTIONS", {})
     # A server that accepts connections and never answers: psycopg gives up after
     # this long instead of waiting forever (0: wait forever).
@@ -154,6 +158,8 @@ if DATABASE_REPLICA_URL:
         )
     _replica = env.db("DATABASE_REPLICA_URL")
     _replica["OPTIONS"] = {**_db_options, **_replica.get("OPTIONS", {})}
+    if _replica["ENGINE"] == "django.db.backends.postgresql":
+        _replica["ENGINE"] = "config.postgresql"
     DATABASES["replica"] = {
         **_replica,
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
