@@ -59,3 +59,36 @@ class RecommendationListOutputSerializer(serializers.Serializer):
     model_versions = serializers.DictField(child=serializers.IntegerField())
     experiment = ExperimentOutputSerializer()
     request_id = serializers.CharField()
+
+
+def recommendation_list_data(page) -> dict:
+    """``RecommendationListOutputSerializer(page).data``, built directly.
+
+    The serializer stays the schema; on the hot path its field-by-field work (a
+    deep copy of the declared fields per instance, one call per value) was 10 % of
+    a cache hit's CPU (py-spy, issue 16). The same conversions, the same keys in
+    the same order (tests hold the two to the same output).
+    """
+    return {
+        "results": [
+            {
+                "user_id": int(result["user_id"]),
+                "display_name": str(result["display_name"]),
+                "age": int(result["age"]),
+                "city": str(result["city"]),
+                "interests": [str(x) for x in result["interests"]],
+                "score": None if result["score"] is None else float(result["score"]),
+                "rank": int(result["rank"]),
+                "sources": [str(x) for x in result["sources"]],
+                "reason": str(result["reason"]),
+            }
+            for result in page.results
+        ],
+        "strategy": str(page.strategy),
+        "model_versions": {str(k): int(v) for k, v in page.model_versions.items()},
+        "experiment": {
+            "name": str(page.experiment["name"]),
+            "arm": str(page.experiment["arm"]),
+        },
+        "request_id": str(page.request_id),
+    }

@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 from recommender.api.serializers import (
     RecommendationListOutputSerializer,
     RecommendationQuerySerializer,
+    recommendation_list_data,
 )
 from recommender.services import recommendations_serve
 
@@ -58,5 +59,5 @@ class RecommendationListApi(APIView):
             limit=query.validated_data["limit"],
             request_id=request.request_id,
         )
-        data = RecommendationListOutputSerializer(page).data
+        data = recommendation_list_data(page)
         return Response(data, headers=recommendation_headers(page))

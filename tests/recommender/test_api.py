@@ -335,3 +335,49 @@ def test_a_challenger_splits_members_into_stable_arms(
         response = client_for(User.objects.get(pk=user_id)).get(URL, {"limit": 3})
         assert response["X-Experiment"] == f"{name}:{arm}"
     assert set(arms.values()) == {"control", "challenger"}
+
+
+def test_the_body_is_what_the_documented_serializer_gives(engine, client_for, viewer):
+    """The view builds its body directly (``recommendation_list_data``, issue 16);
+    the serializer that documents it must give exactly the same, on a miss, on a
+    hit, and on values of looser types than the engine's."""
+    import datetime as dt
+    import json
+    from types import SimpleNamespace
+
+    from recommender.api.serializers import (
+        RecommendationListOutputSerializer,
+        recommendation_list_data,
+    )
+    from recommender.selectors import RecommendationPage
+
+    client = client_for(viewer)
+    bodies = [client.get(URL, {"limit": 5}) for _ in range(2)]
+    assert [b["X-Cache"] for b in bodies] == ["miss", "hit"]
+    loose = RecommendationPage(
+        request_id="r-1",
+        results=[
+            {
+                "user_id": 7,
+                "display_name": "Ann",
+                "age": 30,
+                "city": "",
+                "interests": ["hiking", 3],
+                "score": 1,
+                "rank": 1,
+                "sources": ["content"],
+                "reason": "new here",
+            }
+        ],
+        strategy="full",
+        model_versions={"embedding": 3},
+        experiment={"name": "", "arm": ""},
+        generation="1.1",
+        cached=False,
+        created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+    pages = [SimpleNamespace(**b.json()) for b in bodies] + [loose]
+    for page in pages:
+        documented = RecommendationListOutputSerializer(page).data
+        assert json.dumps(recommendation_list_data(page)) == json.dumps(documented)
+    assert recommendation_list_data(pages[1]) == bodies[1].json()
