@@ -12,6 +12,7 @@ log-in counters, registry generations).
 import json
 import logging
 
+import orjson
 from django.conf import settings
 from django.core.cache import BaseCache, cache
 
@@ -27,12 +28,20 @@ class JSONSerializer:
     ``incr``/``decr`` stay atomic in Redis. Anything that is not JSON (a pickle
     planted in Redis, an entry of an older release) reads as a miss (``None``) and
     is logged; it is never executed.
+
+    orjson reads and writes the same JSON as the standard library about five
+    times faster: decoding a member's 100 cached results was 8.5 % of a cache hit
+    with ``json`` (py-spy, issue 16). What orjson refuses to write (an integer
+    beyond 64 bits) falls back to ``json``.
     """
 
     def dumps(self, obj) -> bytes | int:
         if type(obj) is int:
             return obj
-        return json.dumps(obj, separators=(",", ":")).encode()
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return json.dumps(obj, separators=(",", ":")).encode()
 
     def loads(self, data: bytes):
         try:
@@ -40,8 +49,8 @@ class JSONSerializer:
         except ValueError:
             pass
         try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            return orjson.loads(data)
+        except ValueError:  # orjson.JSONDecodeError, invalid UTF-8 included
             logger.warning(
                 "cache value that is not JSON ignored (%d bytes, starts %r)",
                 len(data),
