@@ -34,6 +34,7 @@ from django.db.models import F, Q
 
 from recommender.ml.abtest import Interval, ProportionTest
 from recommender.selectors import ArmReport, ab_report
+from recommender.serving import experiment_name
 from registry.models import ActivationAction, MLModel, ModelActivation
 from registry.services import model_set_traffic
 
@@ -78,8 +79,8 @@ class GuardrailResult:
 def experiment_get_current() -> Experiment | None:
     """The experiment serving now, or ``None`` when no version has A/B traffic.
 
-    Named exactly as ``recommender.serving`` names the experiment of a member's
-    arm, so its impressions are found by name.
+    Named by ``recommender.serving.experiment_name``, as serving labels the
+    impressions of a member's arm, so its impressions are found by name.
     """
     serving_versions = MLModel.objects.filter(
         Q(is_active=True) | Q(traffic_percent__gt=0)
@@ -191,16 +192,9 @@ def _experiment_of(serving_versions: list[MLModel]) -> Experiment | None:
     }
     if not challengers:
         return None
-    names = []
-    for kind in sorted(challengers):
-        control = active.get(kind)
-        names.append(
-            f"{kind}-v{challengers[kind].version}-vs-v"
-            f"{control.version if control else 0}"
-        )
     ordered = tuple(challengers[kind] for kind in sorted(challengers))
     return Experiment(
-        name="+".join(names),
+        name=experiment_name(challengers=challengers, active=active),
         challengers=ordered,
         started_at=_started_at(ordered),
     )

@@ -53,6 +53,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,19 +225,27 @@ def _bucket(experiment: str, user_id: int) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
+def experiment_name(*, challengers: Mapping, active: Mapping) -> str:
+    """The name impressions are labelled with, e.g. ``ranking-v5-vs-v4``: per kind
+    with a challenger, in kind order and joined by ``+``, the challenger's version
+    against the active one's (0 without one). ``challengers`` and ``active`` map a
+    kind to anything with a ``version`` (``ModelRef``, ``MLModel``); the guardrail
+    finds an experiment's impressions by this name."""
+    return "+".join(
+        f"{kind}-v{challengers[kind].version}-vs-v"
+        f"{active[kind].version if kind in active else 0}"
+        for kind in sorted(challengers)
+    )
+
+
 def _arm(snapshot: RegistrySnapshot, user_id: int) -> Arm:
     model_ids = {kind: ref.pk for kind, ref in snapshot.active.items()}
     if not snapshot.challengers:
         return Arm(experiment="", arm="", model_ids=model_ids)
-    names, percent = [], 100
-    for kind in sorted(snapshot.challengers):
-        challenger = snapshot.challengers[kind]
-        active = snapshot.active.get(kind)
-        names.append(
-            f"{kind}-v{challenger.version}-vs-v{active.version if active else 0}"
-        )
-        percent = min(percent, challenger.traffic_percent)
-    experiment = "+".join(names)
+    experiment = experiment_name(
+        challengers=snapshot.challengers, active=snapshot.active
+    )
+    percent = min(ref.traffic_percent for ref in snapshot.challengers.values())
     if _bucket(experiment, user_id) < percent:
         model_ids.update({k: ref.pk for k, ref in snapshot.challengers.items()})
         return Arm(experiment=experiment, arm="challenger", model_ids=model_ids)
