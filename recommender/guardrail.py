@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -108,14 +108,16 @@ def experiment_guardrail_check(
     result = GuardrailResult(
         experiment=experiment, control=control, challenger=challenger
     )
-    smallest = min(control.impressions if control else 0, _impressions(challenger))
+    smallest = min(
+        control.impressions if control else 0,
+        challenger.impressions if challenger else 0,
+    )
     if smallest < min_impressions:
-        result = _summarised(
+        return replace(
             result,
-            f"{experiment.name}: not judged yet, {smallest} impressions in the "
-            f"smaller arm (the guardrail needs {min_impressions} per arm)",
+            summary=f"{experiment.name}: not judged yet, {smallest} impressions in "
+            f"the smaller arm (the guardrail needs {min_impressions} per arm)",
         )
-        return result
     breaches = [
         name
         for name, (test_name, *_) in METRICS.items()
@@ -123,10 +125,10 @@ def experiment_guardrail_check(
         and test.significantly_lower(alpha=alpha)
     ]
     if not breaches:
-        return _summarised(
+        return replace(
             result,
-            f"{experiment.name}: the challenger is not significantly worse than "
-            f"control at alpha {alpha:g}",
+            summary=f"{experiment.name}: the challenger is not significantly worse "
+            f"than control at alpha {alpha:g}",
         )
     reason = _stop_reason(
         experiment=experiment,
@@ -140,14 +142,7 @@ def experiment_guardrail_check(
         logger.warning("A/B guardrail stopped a challenger: %s", reason)
     else:
         reason = f"{experiment.name}: already stopped or changed meanwhile"
-    return GuardrailResult(
-        experiment=experiment,
-        control=control,
-        challenger=challenger,
-        breaches=breaches,
-        activations=activations,
-        summary=reason,
-    )
+    return replace(result, breaches=breaches, activations=activations, summary=reason)
 
 
 @transaction.atomic
@@ -237,19 +232,6 @@ def _thresholds(*, alpha: float | None, min_impressions: int | None):
             f"AB_GUARDRAIL_MIN_IMPRESSIONS must be at least 1: {min_impressions}"
         )
     return alpha, min_impressions
-
-
-def _impressions(report: ArmReport | None) -> int:
-    return report.impressions if report is not None else 0
-
-
-def _summarised(result: GuardrailResult, summary: str) -> GuardrailResult:
-    return GuardrailResult(
-        experiment=result.experiment,
-        control=result.control,
-        challenger=result.challenger,
-        summary=summary,
-    )
 
 
 def _stop_reason(
