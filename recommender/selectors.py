@@ -356,11 +356,6 @@ class ArmReport:
     def match_interval(self) -> Interval | None:
         return wilson_interval(successes=self.matches, trials=self.impressions)
 
-    @property
-    def label(self) -> str:
-        """``"name:arm"`` as impressions store it."""
-        return f"{self.experiment}:{self.arm}" if self.arm else self.experiment
-
 
 ARM_ORDER = {"control": 0, "challenger": 1}
 END_OF_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
