@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 from django.apps import apps
 from django.core.cache import cache
@@ -180,6 +181,11 @@ def test_the_member_store_loads_from_the_replica_and_what_is_shown_from_the_prim
     assert hiding.pk not in shown
     # ...nor the member the replica has not received yet (the store is its copy).
     assert late.pk not in shown
+    # The store's interactions came through the replica's COPY (a raw cursor no
+    # query capture sees): her like, made after the copy, is not in them.
+    store = serving._state.bundle.population.store
+    assert store.likes_received[store.index_of(np.array([liked.pk]))[0]] == 0
+    assert Interaction.objects.filter(target=liked, kind="like").exists()
     replica_sql, primary_sql = _tables(on_replica), _tables(on_primary)
     # The member store's reads (every profile; closed accounts) ran on the replica.
     store_read = '"user__preferences__seeking_genders"'
@@ -218,6 +224,9 @@ def test_an_unreachable_replica_hands_its_reads_to_the_primary(replica, client_f
         replica_settings["NAME"] = real_name
 
     assert {scene.tempting.pk, *(o.pk for o in scene.others)} <= _ids(body)
+    # Served from a member store read on the primary, not the random fallback of
+    # a store that failed to load.
+    assert body["strategy"] == "content_popularity"
     replica_health = health["components"]["database_replica"]
     assert replica_health["status"] == "degraded"
     assert "reads go to the primary" in replica_health["error"]
