@@ -152,7 +152,7 @@ def account_export(*, user: User) -> AccountExport:
             "date_joined": user.date_joined,
             "last_login": user.last_login,
         },
-        profile=Profile.objects.filter(user=user).first(),
+        profile=profile_get_own(user=user),
         preferences=Preferences.objects.filter(user=user).first(),
         interactions=(
             {"target": row.pop("target_id"), **row}
