@@ -194,7 +194,7 @@ def _versions_to_prune(
     versions = list(
         MLModel.objects.select_for_update().filter(kind=kind).order_by("pk")
     )
-    kept = model_versions_kept(kind=kind, previous=previous)
+    kept = model_versions_kept(kind=kind, previous=previous, versions=versions)
     last_used = {
         v.pk: max(v.created_at, v.activated_at or v.created_at) for v in versions
     }

@@ -57,12 +57,16 @@ def model_rollback_target(
     return max(earlier, key=lambda version: version.version, default=None)
 
 
-def model_versions_kept(*, kind: str, previous: int) -> set[int]:
+def model_versions_kept(
+    *, kind: str, previous: int, versions: list[MLModel] | None = None
+) -> set[int]:
     """Ids of the versions of ``kind`` that serve or may serve again soon: the
     active one, the A/B challenger, the one ``rollback`` would re-activate, and the
     ``previous`` versions that were active most recently before the active one.
-    Data retention never prunes these."""
-    versions = list(MLModel.objects.filter(kind=kind))
+    Data retention never prunes these. ``versions``: all versions of ``kind`` as
+    the caller read (and locked) them."""
+    if versions is None:
+        versions = list(MLModel.objects.filter(kind=kind))
     kept = {v.pk for v in versions if v.is_active or v.traffic_percent > 0}
     target = model_rollback_target(kind=kind, versions=versions)
     if target is not None:
