@@ -9,6 +9,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.celery import app
@@ -87,9 +89,14 @@ def test_impressions_are_deleted_in_batches(policy, monkeypatch):
 
     monkeypatch.setattr(recommender.retention, "BATCH_ROWS", 2)
     RecommendationLogFactory.create_batch(5, created_at=days_ago(400))
+    table = RecommendationLog._meta.db_table
 
-    run = run_task()
+    with CaptureQueriesContext(connection) as queries:
+        run = run_task()
 
+    deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 2 + 2 + 1 rows
+    assert all(table in sql for sql in deletes)
     assert run.impressions_deleted == 5
     assert not RecommendationLog.objects.exists()
 
