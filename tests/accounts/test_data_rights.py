@@ -529,6 +529,31 @@ def test_the_export_holds_the_members_own_data(leaving):
         for row in data["embeddings"]
         for x in row["vector"]
     )
+    # The stored float32 values themselves (tests.recommender.factories).
+    assert [row["vector"] for row in data["embeddings"]] == [
+        [0.5, -0.25, 0.125, 1.0]
+    ] * 2
+
+
+def test_the_export_is_streamed_a_few_rows_at_a_time_oldest_first(monkeypatch):
+    from accounts.api import views
+
+    monkeypatch.setattr(views, "EXPORT_ROWS_PER_CHUNK", 2)
+    user = member()
+    targets = [member() for _ in range(5)]
+    for target in targets:
+        InteractionFactory(actor=user, target=target)
+
+    chunks = list(client_for(user).get(EXPORT_URL).streaming_content)
+
+    data = json.loads(b"".join(chunks))
+    assert [row["target"] for row in data["interactions"]] == [t.pk for t in targets]
+    # The list's opening, then 2 + 2 rows, then the last one with the closing.
+    start = chunks.index(b',"interactions":[') + 1
+    written = [chunk.decode() for chunk in chunks[start : start + 3]]
+    assert [text.count('"target":') for text in written] == [2, 2, 1]
+    assert written[0].startswith('{"target":') and written[1].startswith(",{")
+    assert written[2].endswith("}]")
 
 
 def test_the_export_leaves_out_what_others_did(leaving):
