@@ -11,6 +11,7 @@ from recommender.ml.pipeline import (
     cut_state,
     evaluate_ranking,
     json_safe,
+    labelled_pair_matrices,
     labelled_pairs,
     time_split,
     train_ranking_stage,
@@ -248,6 +249,34 @@ def test_training_rows_are_served_candidates_and_unanswered_impressions():
         rows.passed_viewer.tolist()
         == np.isin(store.user_id[rows.row], passers).tolist()
     )
+    # Not vacuous: some of the viewer's candidates had passed on them.
+    assert rows.passed_viewer.any()
+
+
+def test_scored_pairs_know_which_candidate_passed_on_the_viewer(stage):
+    """The holdout (and the promotion gate) score pairs as serving does: the
+    candidate's own pass on the viewer, not the viewer's pass on them."""
+    _, _, result = stage
+    state = result.holdout
+    history = state.history.history
+    passes = history.select(~history.is_positive)
+    assert passes.m > 0
+    viewer_ids = np.concatenate([passes.target, passes.actor])
+    cand_ids = np.concatenate([passes.actor, passes.target])
+
+    _, _, kept, passed = labelled_pair_matrices(state, viewer_ids, cand_ids)
+
+    pass_pairs = set(zip(passes.actor.tolist(), passes.target.tolist(), strict=True))
+    expected = [
+        (c, v) in pass_pairs
+        for v, c in zip(viewer_ids[kept].tolist(), cand_ids[kept].tolist(), strict=True)
+    ]
+    assert passed.tolist() == expected
+    first_half = int(kept[: passes.m].sum())
+    assert passed[:first_half].all()  # the candidate passed on the viewer
+    assert not passed[first_half:].all()  # the viewer passed on the candidate
+    # The pass keys are sorted once per state, whatever number of scorings.
+    assert state.history.pass_keys is state.history.pass_keys
 
 
 def test_stage_metrics_are_storable_as_json(stage):
