@@ -47,7 +47,6 @@ from registry.models import IndexArtifact, MLModel
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 4 * 1024 * 1024
 TEMP_PREFIX = ".tmp-"
 # Files of the local artifact cache not read for this long are deleted (at the
 # next download): versions long out of service, or an interrupted download.
@@ -202,15 +201,14 @@ def _is_storage_failure(error: BaseException) -> bool:
 
 def _storage_read(name: str) -> bytes:
     try:
+        # One read into one buffer: gathering chunks and copying them out held
+        # the artifact twice in memory.
         with default_storage.open(name, "rb") as stored:
-            data = bytearray()
-            while chunk := stored.read(_READ_CHUNK):
-                data += chunk
+            return stored.read()
     except Exception as error:  # noqa: BLE001 - OSError, or the S3 client's errors
         raise ArtifactIntegrityError(
             f"Artifact {name!r} cannot be read: {error}"
         ) from error
-    return bytes(data)
 
 
 def _check(data: bytes, *, name: str, sha256: str, size: int) -> None:
