@@ -252,6 +252,30 @@ def test_a_deleted_member_leaves_others_cached_answers(
     assert b"Leaving Soon" not in again.content
 
 
+def test_the_deleted_members_own_cached_answer_and_recent_pages_are_dropped(
+    leaving, monkeypatch, django_capture_on_commit_callbacks
+):
+    from recommender import impressions
+    from recommender.cache import recommendations_cache, recommendations_cache_key
+
+    key = recommendations_cache_key(user_id=leaving.pk)
+    recommendations_cache().set(key, {"results": [1, 2, 3]})
+    forgotten: list[str] = []
+
+    class Redis:
+        def delete(self, name):
+            forgotten.append(name)
+
+    monkeypatch.setattr(impressions, "buffer_enabled", lambda: True)
+    monkeypatch.setattr(impressions, "redis_client", Redis)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert delete_account(client_for(leaving)).status_code == 204
+
+    assert recommendations_cache().get(key) is None
+    assert forgotten == [impressions.recent_key(leaving.pk)]
+
+
 @pytest.fixture
 def client_for_engine(monkeypatch, eager_tasks):
     """The fake engine (``tests.recommender.fakes``) and a viewer among members."""
