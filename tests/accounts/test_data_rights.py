@@ -501,6 +501,31 @@ def test_deleting_a_member_in_the_admin_is_audited_with_the_staff_member(
     assert client.get("/admin/accounts/accountdeletion/").status_code == 200
 
 
+def test_deleting_members_with_the_changelist_action_audits_each(client, leaving):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    other = member()
+
+    response = client.post(
+        "/admin/accounts/user/",
+        {
+            "action": "delete_selected",
+            "_selected_action": [leaving.pk, other.pk],
+            "post": "yes",
+        },
+    )
+
+    assert response.status_code == 302
+    assert rows_about(leaving.pk) == dict.fromkeys(rows_about(leaving.pk), 0)
+    assert not User.objects.filter(pk=other.pk).exists()
+    audits = AccountDeletion.objects.order_by("user_id")
+    assert [(a.user_id, a.requested_by, a.actor) for a in audits] == [
+        (leaving.pk, "staff", admin),
+        (other.pk, "staff", admin),
+    ]
+    assert audits[0].rows_deleted["interactions.Interaction"] == 4
+
+
 def test_a_superuser_deleting_their_own_account_in_the_admin_is_audited(client):
     admin = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(admin)
