@@ -188,7 +188,9 @@ def test_a_worker_killed_mid_registration_leaves_nothing_and_the_next_run_succee
     start, tmp_path = worker_env
     marker = tmp_path / "hang-marker"
     hanging = start(
-        app="tests.recommender.slow_worker", KINDRED_TEST_HANG_MARKER=str(marker)
+        app="tests.recommender.slow_worker",
+        KINDRED_TEST_HANG_AFTER="recommender.data:user_embeddings_write",
+        KINDRED_TEST_HANG_MARKER=str(marker),
     )
 
     nightly_pipeline.delay()
@@ -238,7 +240,8 @@ def test_a_worker_killed_while_registering_the_serving_index_leaves_it_serving(
     run = training_run_start(trigger="celery")
     marker = tmp_path / "hang-marker"
     hanging = start(
-        app="tests.recommender.slow_refresh_worker",
+        app="tests.recommender.slow_worker",
+        KINDRED_TEST_HANG_AFTER="recommender.services:index_register",
         KINDRED_TEST_HANG_MARKER=str(marker),
     )
 
