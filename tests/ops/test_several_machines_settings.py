@@ -28,8 +28,13 @@ SHOW = """
 import json
 import config.settings as s
 print(json.dumps({
-    "databases": {alias: {k: db.get(k) for k in ("NAME", "HOST", "OPTIONS")}
-                  for alias, db in s.DATABASES.items()},
+    "databases": {
+        alias: {
+            k: db.get(k)
+            for k in ("ENGINE", "NAME", "HOST", "OPTIONS", "CONN_HEALTH_CHECKS")
+        }
+        for alias, db in s.DATABASES.items()
+    },
     "routers": s.DATABASE_ROUTERS,
     "storage": s.STORAGES["default"],
     "cache_dir": s.ARTIFACT_CACHE_DIR,
@@ -63,6 +68,9 @@ def test_by_default_one_database_and_artifacts_on_the_local_disk():
     settings = _loaded(DATABASE_URL=PRIMARY)
 
     assert list(settings["databases"]) == ["default"]
+    # Django's PostgreSQL backend minus the health check's round trip on a
+    # connection used a moment ago (config/postgresql).
+    assert settings["databases"]["default"]["ENGINE"] == "config.postgresql"
     assert settings["routers"] == []
     assert settings["storage"] == {
         "BACKEND": "django.core.files.storage.FileSystemStorage"
@@ -80,6 +88,9 @@ def test_a_replica_url_adds_the_replica_alias_and_its_router():
     assert replica["NAME"] == "kindred"
     # The primary's connection options (connect timeout) apply to the replica too.
     assert replica["OPTIONS"]["connect_timeout"] == 3
+    # So do the backend and its health check of a connection that sat idle.
+    assert replica["ENGINE"] == "config.postgresql"
+    assert replica["CONN_HEALTH_CHECKS"] is True
     assert settings["routers"] == ["config.db_routers.ReplicaRouter"]
 
 
