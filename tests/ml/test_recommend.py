@@ -3,9 +3,27 @@ known, not predicted."""
 
 import numpy as np
 
+from recommender.ml import synthetic
+from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
+from recommender.ml.pipeline import cut_state, time_split
 from recommender.ml.ranking import predict_scores, train_ranking
-from recommender.ml.recommend import CANDIDATE_LIKED_VIEWER, combine, served_scores
+from recommender.ml.recommend import (
+    CANDIDATE_LIKED_VIEWER,
+    candidates_for,
+    combine,
+    rank_scores,
+    served_scores,
+    viewer_context,
+)
+
+
+def _model(X: np.ndarray):
+    """A small fitted ranking model on feature rows ``X`` (float32 [400, F])."""
+    y = (X[:, 0] > 0).astype(np.int8)
+    model, _ = train_ranking(X[:300], y[:300], X[300:], y[300:], seed=0)
+    model.reciprocal_weight = 1.0
+    return model
 
 
 def test_combine_uses_the_candidates_known_like():
@@ -28,9 +46,7 @@ def test_served_scores_read_the_liked_viewer_column_of_the_forward_rows():
     assert PAIR_FEATURE_NAMES[CANDIDATE_LIKED_VIEWER] == "candidate_liked_viewer"
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, len(PAIR_FEATURE_NAMES))).astype(np.float32)
-    y = (X[:, 0] > 0).astype(np.int8)
-    model, _ = train_ranking(X[:300], y[:300], X[300:], y[300:], seed=0)
-    model.reciprocal_weight = 1.0
+    model = _model(X)
     forward, backward = X[300:310].copy(), X[310:320].copy()
     forward[:, CANDIDATE_LIKED_VIEWER] = 0
     plain = served_scores(model, forward, backward)
@@ -57,3 +73,60 @@ def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
     assert scores[0] < 1e-5
     # Weight 0 ranks by the viewer's side alone, known verdicts or not.
     assert np.allclose(combine(p_forward, p_backward, 0.0, liked, passed), p_forward)
+
+
+def test_served_scores_sink_the_rows_whose_candidate_passed_on_the_viewer():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, len(PAIR_FEATURE_NAMES))).astype(np.float32)
+    model = _model(X)
+    forward, backward = X[300:310].copy(), X[310:320].copy()
+    forward[:, CANDIDATE_LIKED_VIEWER] = 0
+    passed = np.arange(10) == 4
+
+    plain = served_scores(model, forward, backward)
+    known = served_scores(model, forward, backward, passed_viewer=passed)
+
+    assert np.allclose(known[~passed], plain[~passed])
+    assert known[4] < 1e-9 < plain[4]
+
+
+def test_serving_ranks_a_candidate_who_passed_on_the_viewer_last():
+    """``rank_scores`` (the served order) reads the viewer's passers from their
+    fresh history: such a candidate can never become a match."""
+    members, interactions = from_synthetic(
+        synthetic.generate_dataset(n_members=3_000, seed=4)
+    )
+    split = time_split(interactions)
+    state = cut_state(
+        members, split.history_for_training, split.t_label, {"dim": 8}, index="exact"
+    )
+    X = np.random.default_rng(2).normal(size=(400, len(PAIR_FEATURE_NAMES)))
+    model = _model(X.astype(np.float32))
+    for viewer in np.unique(split.training_labels.actor).tolist():
+        context = viewer_context(
+            state.population,
+            state.viewer(viewer),
+            embedding=state.embedding,
+            today=state.today,
+            now_ts=state.now_ts,
+        )
+        found = candidates_for(
+            state.population,
+            context,
+            embedding=state.embedding,
+            rng=np.random.default_rng(0),
+        )
+        passed = np.isin(found.positions, context.signals.passers)
+        if passed.any() and not passed.all():
+            break
+    assert passed.any()
+    history = state.viewer(viewer).history
+    passers = history.actor[(history.target == viewer) & ~history.is_positive]
+    store = state.population.store
+    assert np.isin(store.user_id[found.positions[passed]], passers).all()
+
+    scores = rank_scores(
+        state.population, context, found, model, embedding=state.embedding
+    )
+
+    assert scores[passed].max() < scores[~passed].min()
