@@ -251,49 +251,44 @@ def _interactions_copy(
     )
     table = connection.ops.quote_name(Interaction._meta.db_table)
     history = connection.ops.quote_name(InteractionHistory._meta.db_table)
-    columns = (
-        "actor_id::int8, target_id::int8, "
-        f"(CASE kind {kind_case} ELSE -1 END)::int2, "
-        "extract(epoch FROM created_at)::float8"
-    )
-    replaced_columns = (
-        "i.actor_id::int8, i.target_id::int8, "
-        f"(CASE h.kind {kind_case} ELSE -1 END)::int2, "
-        "extract(epoch FROM h.created_at)::float8"
-    )
-    replaced_where = []
+
+    def columns(verdict: str) -> str:
+        """The pair (``i``) and the kind and time of a verdict (``i`` itself, or a
+        replaced one ``h``): the fields of ``_INTERACTION_ROW``."""
+        return (
+            "i.actor_id::int8, i.target_id::int8, "
+            f"(CASE {verdict}.kind {kind_case} ELSE -1 END)::int2, "
+            f"extract(epoch FROM {verdict}.created_at)::float8"
+        )
+
+    cut = created_before is not None
+    current = f"SELECT {columns('i')}"
+    replaced = f"SELECT {columns('h')}"
     if with_history:
-        columns += ", 'Infinity'::float8"
-        replaced_until = "extract(epoch FROM h.replaced_at)::float8"
-        if created_before is not None:  # replaced since the cut: standing at it
-            replaced_until = (
-                f"CASE WHEN h.replaced_at < %s THEN {replaced_until} "
+        replaced_at = "extract(epoch FROM h.replaced_at)::float8"
+        if cut:  # replaced since the cut: standing at it
+            replaced_at = (
+                f"CASE WHEN h.replaced_at < %(cut)s THEN {replaced_at} "
                 "ELSE 'Infinity'::float8 END"
             )
-        replaced_columns += f", {replaced_until}"
-    select = f"SELECT {columns} FROM {table}"
-    if created_before is not None:
-        select += " WHERE created_at < %s"
-        replaced_where.append("h.created_at < %s")
+        current += ", 'Infinity'::float8"
+        replaced += f", {replaced_at}"
+    current += f" FROM {table} i"
+    replaced += f" FROM {history} h JOIN {table} i ON i.id = h.interaction_id"
+    if cut:
+        current += " WHERE i.created_at < %(cut)s"
+        replaced += " WHERE h.created_at < %(cut)s"
         if not with_history:  # only the verdicts standing at the cut
-            replaced_where.append("h.replaced_at >= %s")
-    if with_history or created_before is not None:
-        # Then the verdicts replaced by a change of mind (InteractionHistory).
-        where = " AND ".join(replaced_where)
-        select += (
-            f" UNION ALL SELECT {replaced_columns} FROM {history} h "
-            f"JOIN {table} i ON i.id = h.interaction_id"
-            + (f" WHERE {where}" if where else "")
-        )
-    # Every placeholder is the cut.
-    params = [created_before] * select.count("%s")
+            replaced += " AND h.replaced_at >= %(cut)s"
+    # Then the verdicts replaced by a change of mind (InteractionHistory).
+    select = f"{current} UNION ALL {replaced}" if with_history or cut else current
     query = f"COPY ({select}) TO STDOUT (FORMAT binary)"
     buffer = bytearray()
     # The primary, or the read replica inside config.db_routers.replica_reads().
     database = connections[router.db_for_read(Interaction)]
     database.ensure_connection()
     with database.connection.cursor() as cursor:
-        with cursor.copy(query, params or None) as copy:
+        with cursor.copy(query, {"cut": created_before} if cut else None) as copy:
             for block in copy:
                 buffer += block
     if not buffer.startswith(_COPY_HEADER):
