@@ -26,7 +26,9 @@ import socket
 import threading
 import time
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from config.db_routers import REPLICA
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class DatabaseDeadlineMiddleware:
         self.deadline = deadline
         self.enabled = deadline > 0 and connections["default"].vendor == "postgresql"
         self.aliases = [
-            alias for alias in ("default", "replica") if alias in connections
+            alias for alias in (DEFAULT_DB_ALIAS, REPLICA) if alias in connections
         ]
 
     def __call__(self, environ, start_response):
