@@ -34,8 +34,9 @@ class LikeGraph:
     [n, n] (row u: u's likes, column c scaled by ``d_c ** -0.5``), ``backward`` CSR
     float32 [n, n] (row i: the members who liked i, each scaled by
     ``d_out(u) ** -USER_DAMPING · d_i ** -0.5``), ``damped`` CSR float32 [n, n]
-    (``forward``'s rows scaled by ``d_out(u) ** -USER_DAMPING``: the backward
-    walk's first hop); ``likes_received`` and ``likes_given`` int32 [n]."""
+    (``backward`` transposed, i.e. ``forward``'s rows scaled by
+    ``d_out(u) ** -USER_DAMPING``: the backward walk's first hop);
+    ``likes_received`` and ``likes_given`` int32 [n]."""
 
     forward: sp.csr_matrix
     backward: sp.csr_matrix
@@ -68,14 +69,10 @@ def like_graph_build(
         ((inv_out[actor] * inv_in[target]).astype(np.float32), (target, actor)),
         shape=(n, n),
     )
-    damped = sp.csr_matrix(
-        ((inv_out[actor] * inv_in[target]).astype(np.float32), (actor, target)),
-        shape=(n, n),
-    )
     return LikeGraph(
         forward=forward,
         backward=backward,
-        damped=damped,
+        damped=backward.T.tocsr(),
         likes_received=received,
         likes_given=given,
     )
