@@ -65,20 +65,13 @@ def replica_database(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def replica(replica_database, settings):
-    """The router on, a fresh serving engine that reloads its member store on every
-    request (inline), and no remembered replica failure."""
+def replica(replica_database, engine, settings):
+    """The router on, a fresh serving engine (``engine``) that also reloads its
+    member store on every request, and no remembered replica failure."""
     settings.DATABASE_ROUTERS = ROUTERS
-    settings.KINDRED = {
-        **settings.KINDRED,
-        "REGISTRY_POLL_SECONDS": 0,
-        "SERVING_RELOAD_IN_BACKGROUND": False,
-        "SERVING_STORE_REFRESH_SECONDS": 0,
-    }
+    settings.KINDRED = {**settings.KINDRED, "SERVING_STORE_REFRESH_SECONDS": 0}
     replica_reset()
-    serving.serving_reset()
     yield replica_database
-    serving.serving_reset()
     replica_reset()
 
 

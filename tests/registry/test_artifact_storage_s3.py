@@ -37,7 +37,7 @@ from registry.artifacts import (
 )
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.services import model_register
-from tests.recommender.serving_fixtures import open_members
+from tests.recommender.serving_fixtures import engine, open_members  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -118,19 +118,6 @@ def bucket(s3_endpoint, settings, monkeypatch, tmp_path) -> Bucket:
     )
 
 
-@pytest.fixture
-def fresh_serving(settings):
-    """A serving engine that polls the registry on every request and loads inline."""
-    settings.KINDRED = {
-        **settings.KINDRED,
-        "REGISTRY_POLL_SECONDS": 0,
-        "SERVING_RELOAD_IN_BACKGROUND": False,
-    }
-    serving.serving_reset()
-    yield serving
-    serving.serving_reset()
-
-
 def _on_another_machine(bucket: Bucket, settings, name: str) -> None:
     """Serve from a machine of its own: a new, empty local artifact cache."""
     bucket.cache = bucket.cache.parent / name
@@ -149,8 +136,9 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.usefixtures("engine")  # polls the registry, loads inline
 def test_training_writes_to_the_bucket_and_a_fresh_machine_serves_from_it(
-    bucket, fresh_serving, settings, client_for
+    bucket, settings, client_for
 ):
     demo_seed(users=300, seed=7)
     settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
@@ -187,15 +175,14 @@ def test_training_writes_to_the_bucket_and_a_fresh_machine_serves_from_it(
     settings.STORAGES = s3_storages(
         settings, bucket=bucket.name, endpoint=f"http://127.0.0.1:{_closed_port()}"
     )
-    fresh_serving.serving_reset()
+    serving.serving_reset()
     body = client_for(member).get("/api/v1/recommendations/?limit=10").json()
 
     assert body["strategy"] == "full"
 
 
-def test_a_tampered_object_is_refused_and_never_cached(
-    bucket, fresh_serving, settings, client_for
-):
+@pytest.mark.usefixtures("engine")  # polls the registry, loads inline
+def test_a_tampered_object_is_refused_and_never_cached(bucket, settings, client_for):
     demo_seed(users=300, seed=7)
     settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
     with threadpool_limits(limits=1):
