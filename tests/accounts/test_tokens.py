@@ -108,3 +108,30 @@ def test_a_token_within_its_lifetime_works_and_log_in_returns_it_again():
 def test_the_token_lifetime_is_a_documented_setting():
     assert settings.KINDRED["AUTH_TOKEN_TTL_HOURS"] > 0
     assert "AUTH_TOKEN_TTL_HOURS=" in (settings.BASE_DIR / ".env.example").read_text()
+
+
+def test_a_token_and_its_whole_member_are_read_in_one_query(
+    django_assert_num_queries,
+):
+    from django.contrib.auth import get_user_model
+
+    from accounts.selectors import auth_token_get
+
+    user = member()
+    key = log_in(user)
+    stored = Token.objects.select_related("user").get(key=key)
+
+    def values(instance):
+        return [getattr(instance, f.attname) for f in type(instance)._meta.fields]
+
+    with django_assert_num_queries(1):
+        token = auth_token_get(key=key)
+        # Every column of both rows, in the right fields: nothing read lazily.
+        assert values(token) == values(stored)
+        assert values(token.user) == values(stored.user)
+    assert isinstance(token.user, get_user_model())
+    with django_assert_num_queries(0):  # keys no token can have: no round trip
+        assert auth_token_get(key="") is None
+        assert auth_token_get(key="f" * 41) is None
+        assert auth_token_get(key="f\x00" * 5) is None
+    assert auth_token_get(key="f" * 40) is None
