@@ -263,23 +263,20 @@ def served_scores(
     backward: np.ndarray,
     *,
     passed_viewer: np.ndarray | None = None,
-    reciprocal_weight: float | None = None,
 ) -> np.ndarray:
     """float64 [k] stage-2 scores of pairs from both directions' feature rows
     (float32 [k, F] each): the model's probability each way, combined (:func:`combine`)
-    with the model's reciprocal weight (or ``reciprocal_weight``); whether the
-    candidate liked the viewer is read from ``forward``, whether they passed on
-    them is ``passed_viewer`` (bool [k], None = nobody did)."""
+    with the model's reciprocal weight; whether the candidate liked the viewer is
+    read from ``forward``, whether they passed on them is ``passed_viewer`` (bool
+    [k], None = nobody did)."""
     k = forward.shape[0]
     p = predict_scores(model, np.vstack([forward, backward]))
     if not np.all(np.isfinite(p)):
         raise ValueError("ranking model returned non-finite scores")
-    if reciprocal_weight is None:
-        reciprocal_weight = getattr(model, "reciprocal_weight", 1.0)
     return combine(
         p[:k],
         p[k:],
-        reciprocal_weight,
+        getattr(model, "reciprocal_weight", 1.0),
         forward[:, CANDIDATE_LIKED_VIEWER] > 0,
         passed_viewer,
     )
