@@ -32,7 +32,9 @@ class JSONSerializer:
     orjson reads and writes the same JSON as the standard library about five
     times faster: decoding a member's 100 cached results was 8.5 % of a cache hit
     with ``json`` (py-spy, issue 16). What orjson refuses to write (an integer
-    beyond 64 bits) falls back to ``json``.
+    beyond 64 bits) falls back to ``json``; orjson reads such an integer back as
+    an inexact float, which is harmless only because nothing cached holds one
+    (ids are 64-bit).
     """
 
     def dumps(self, obj) -> bytes | int:
