@@ -748,7 +748,7 @@ def _validation_baselines(rows: CandidateRows, *, k: int, seed: int) -> dict:
     random, popularity (likes received) and "liked you, then popularity"."""
     X = rows.forward
     popularity = X[:, PAIR_FEATURE_NAMES.index("candidate_likes_received_log1p")]
-    liked_you = X[:, PAIR_FEATURE_NAMES.index("candidate_liked_viewer")]
+    liked_you = X[:, CANDIDATE_LIKED_VIEWER]
     random = np.random.default_rng(seed).random(rows.p)
     return {
         name: ndcg_at_k(rows.group, rows.y, scores, k)
