@@ -80,3 +80,22 @@ def test_an_idle_connection_is_checked_and_replaced_when_the_server_dropped_it(
     assert response.status_code == 200, response.content
     assert pings == ["default"]
     assert connection.connection.info.backend_pid != old_pid
+
+
+def test_the_request_after_one_that_met_a_database_error_is_checked(
+    member_client, pings
+):
+    assert serve(member_client).status_code == 200
+
+    def failing(execute, sql, params, many, context):
+        # A statement the server refuses (not a DataError/IntegrityError, which
+        # Django does not count against the connection).
+        return execute("SELECT * FROM no_such_table", None, many, context)
+
+    member_client.raise_request_exception = False  # a 500, as a server answers
+    with connection.execute_wrapper(failing):
+        assert serve(member_client).status_code >= 500
+    pings.clear()
+
+    assert serve(member_client).status_code == 200
+    assert pings == ["default"]
