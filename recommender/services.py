@@ -802,7 +802,9 @@ def _compare_with_active(result) -> dict:
     from recommender.ml import pipeline
 
     def holdout_scores(model) -> dict:
-        scores = pipeline.evaluate_ranking(model, result.holdout, result.holdout_pairs)
+        scores = pipeline.evaluate_ranking(
+            model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
+        )
         return {key: scores.get(key) for key in ("auc", "ndcg@10")}
 
     new = holdout_scores(result.model)

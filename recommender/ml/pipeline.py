@@ -433,6 +433,42 @@ def labelled_pair_matrices(
     return X[:q], X[q:], kept, passed
 
 
+@dataclass
+class HoldoutRows:
+    """Labelled pairs as feature rows, model-independent: computed once per holdout
+    and scored by every model compared on it (the stage's own metrics, the
+    promotion gate's new and active versions). ``forward``, ``backward`` float32
+    [q, F], ``passed`` bool [q] (see :func:`labelled_pair_matrices`), ``viewer``,
+    ``candidate`` int64 [q] user ids and ``y`` [q] of the kept pairs, and the
+    store's ``feature_version``."""
+
+    forward: np.ndarray
+    backward: np.ndarray
+    passed: np.ndarray
+    viewer: np.ndarray
+    candidate: np.ndarray
+    y: np.ndarray
+    feature_version: str
+
+
+def holdout_rows(state: CutState, pairs: Pairs) -> HoldoutRows:
+    """The :class:`HoldoutRows` of ``pairs`` (viewer ids, candidate ids, y) as of
+    ``state``."""
+    viewer_ids, cand_ids, y = pairs
+    forward, backward, kept, passed = labelled_pair_matrices(
+        state, viewer_ids, cand_ids
+    )
+    return HoldoutRows(
+        forward=forward,
+        backward=backward,
+        passed=passed,
+        viewer=viewer_ids[kept],
+        candidate=cand_ids[kept],
+        y=y[kept],
+        feature_version=state.population.store.feature_version,
+    )
+
+
 def evaluate_scores(
     groups: np.ndarray,
     y: np.ndarray,
@@ -452,24 +488,31 @@ def evaluate_scores(
 
 
 def evaluate_ranking(
-    model: RankingModel, state: CutState, pairs: Pairs, *, k: int = DEFAULT_K
+    model: RankingModel,
+    state: CutState,
+    pairs: Pairs,
+    *,
+    k: int = DEFAULT_K,
+    rows: HoldoutRows | None = None,
 ) -> dict:
     """Holdout metrics of ``model`` on ``pairs`` (viewer ids, candidate ids, y; see
     :func:`labelled_pairs`) with features as of ``state``: ``{"auc",
     "precision@k", "recall@k", "ndcg@k", "groups", "rows"}`` over the served
     scores, grouped by viewer. Use the same state and pairs to compare two models
-    fairly (the auto-promotion gate)."""
-    if model.feature_version != state.population.store.feature_version:
+    fairly (the auto-promotion gate); ``rows`` = their :func:`holdout_rows` when
+    already computed (the features do not depend on the model)."""
+    if rows is None:
+        rows = holdout_rows(state, pairs)
+    if model.feature_version != rows.feature_version:
         raise ValueError(
             f"model uses features {model.feature_version!r}, "
-            f"store has {state.population.store.feature_version!r}"
+            f"store has {rows.feature_version!r}"
         )
-    viewer_ids, cand_ids, y = pairs
-    forward, backward, kept, passed = labelled_pair_matrices(
-        state, viewer_ids, cand_ids
-    )
-    scores = served_scores(model, forward, backward, passed_viewer=passed)
-    return evaluate_scores(viewer_ids[kept], y[kept], scores, k=k)
+    return evaluate_scores(rows.viewer, rows.y, _rows_scores(model, rows), k=k)
+
+
+def _rows_scores(model: RankingModel, rows: HoldoutRows) -> np.ndarray:
+    return served_scores(model, rows.forward, rows.backward, passed_viewer=rows.passed)
 
 
 @dataclass
@@ -477,8 +520,9 @@ class RankingStageResult:
     """What :func:`train_ranking_stage` produced. Unpacks as ``model, metrics``.
 
     ``holdout`` (the state at the holdout cut) and ``holdout_pairs`` are the holdout
-    evaluation's inputs, to score another model (e.g. the active one) on exactly the
-    same rows with :func:`evaluate_ranking`.
+    evaluation's inputs and ``holdout_rows`` their feature rows, to score another
+    model (e.g. the active one) on exactly the same rows with
+    :func:`evaluate_ranking` without computing the features again.
     """
 
     model: RankingModel
@@ -486,6 +530,7 @@ class RankingStageResult:
     split: Split
     holdout: CutState
     holdout_pairs: Pairs
+    holdout_rows: HoldoutRows
     timings: dict = field(default_factory=dict)
 
     def __iter__(self):
@@ -691,7 +736,8 @@ def train_ranking_stage(
 
     report("holdout evaluation")
     holdout_pairs = _sampled_pairs(labelled_pairs(split.holdout_labels), seed=seed)
-    metrics = _holdout_metrics(model, holdout, holdout_pairs, k=k, seed=seed)
+    rows_holdout = holdout_rows(holdout, holdout_pairs)
+    metrics = _holdout_metrics(model, holdout, rows_holdout, k=k, seed=seed)
     lap("holdout_evaluation")
     metrics.update(
         model_type=model.model_type,
@@ -721,6 +767,7 @@ def train_ranking_stage(
         split=split,
         holdout=holdout,
         holdout_pairs=holdout_pairs,
+        holdout_rows=rows_holdout,
         timings=timings,
     )
 
@@ -776,21 +823,16 @@ def json_safe(value):
 
 
 def _holdout_metrics(
-    model: RankingModel, state: CutState, pairs: Pairs, *, k: int, seed: int
+    model: RankingModel, state: CutState, rows: HoldoutRows, *, k: int, seed: int
 ) -> dict:
-    viewer_ids, cand_ids, y = pairs
-    forward, backward, kept, passed = labelled_pair_matrices(
-        state, viewer_ids, cand_ids
-    )
-    groups, y = viewer_ids[kept], y[kept]
-    scores = served_scores(model, forward, backward, passed_viewer=passed)
-    metrics = evaluate_scores(groups, y, scores, k=k)
+    groups, y = rows.viewer, rows.y
+    metrics = evaluate_scores(groups, y, _rows_scores(model, rows), k=k)
     # The log loss of the viewer's side alone (a probability; the served score,
     # p(v likes c) * p(c likes v) ** w, is not one).
-    metrics["log_loss"] = log_loss(y, predict_scores(model, forward))
+    metrics["log_loss"] = log_loss(y, predict_scores(model, rows.forward))
     store = state.population.store
-    cand_idx = store.index_of(cand_ids[kept])
-    viewer_idx = store.index_of(viewer_ids[kept])
+    cand_idx = store.index_of(rows.candidate)
+    viewer_idx = store.index_of(rows.viewer)
     popularity = store.likes_received[cand_idx].astype(np.float64)
     affinity = np.einsum(
         "ij,ij->i", state.embedding.taste[viewer_idx], state.embedding.appeal[cand_idx]

@@ -173,6 +173,24 @@ def test_evaluate_ranking_reproduces_the_stage_metrics(stage):
     assert again["rows"] == metrics["holdout_rows"]
 
 
+def test_a_second_model_is_scored_on_the_stage_rows_without_new_features(
+    stage, monkeypatch
+):
+    """The promotion gate scores the active version on the rows the stage built:
+    same figures as from the pairs, and no feature computed again."""
+    _, _, result = stage
+    from_pairs = evaluate_ranking(result.model, result.holdout, result.holdout_pairs)
+
+    def no_features(*args, **kwargs):
+        raise AssertionError("holdout features computed again")
+
+    monkeypatch.setattr("recommender.ml.pipeline.labelled_pair_matrices", no_features)
+    from_rows = evaluate_ranking(
+        result.model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
+    )
+    assert from_rows == from_pairs
+
+
 def test_training_rows_stop_near_the_cap(stage):
     members, interactions, _ = stage
 
