@@ -552,6 +552,7 @@ def strategies_evaluate(
             "mutual_pairs_formed_in_test": mutual.count,
             "ranking_model_type": fitted.model.model_type,
             "reciprocal_weight": float(getattr(fitted.model, "reciprocal_weight", 1.0)),
+            "serving_order": getattr(fitted.model, "order", "model"),
             "eligible_pool": pool,
             "test_likes_to_members_without_earlier_likes": float(
                 np.mean(popularity[liked] == 0) if liked.size else float("nan")
@@ -725,6 +726,11 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
         f"Ranking model: {counts['ranking_model_type']}, reciprocal weight "
         f"{counts['reciprocal_weight']:g}."
     )
+    if counts.get("serving_order", "model") != "model":
+        lines[-1] += (
+            f" The order {counts['serving_order']!r} beat the model on validation,"
+            " so the served pipeline ranks its candidates by that order."
+        )
     lines.append("")
     for protocol, heading in (
         ("everyone", "Ranked among everyone the strategy may recommend"),

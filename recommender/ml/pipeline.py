@@ -45,7 +45,6 @@ from recommender.ml.embeddings import (
 )
 from recommender.ml.features import (
     FEATURE_VERSION,
-    PAIR_FEATURE_NAMES,
     REVERSED_NEIGHBOURS,
     build_feature_store,
     pair_features,
@@ -55,8 +54,11 @@ from recommender.ml.index import build_index
 from recommender.ml.metrics import log_loss, ndcg_at_k, ranking_metrics, roc_auc
 from recommender.ml.ranking import RankingModel, predict_scores, train_ranking
 from recommender.ml.recommend import (
+    BASELINE_ORDERS,
     CANDIDATE_LIKED_VIEWER,
+    MODEL_ORDER,
     ViewerState,
+    baseline_scores,
     candidates_for,
     combine,
     pair_matrices,
@@ -703,13 +705,24 @@ def train_ranking_stage(
     p = predict_scores(model, np.vstack([valid.forward, valid.backward]))
     half = valid.p
     liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
-    choice = {}
-    for weight in RECIPROCAL_WEIGHTS:
-        scores = combine(p[:half], p[half:], weight, liked_viewer, valid.passed_viewer)
-        choice[weight] = ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
+
+    def objective(scores: np.ndarray) -> float:
+        return ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
             ndcg_at_k(valid.group, valid.mutual, scores, k)
         )
+
+    choice = {
+        weight: objective(
+            combine(p[:half], p[half:], weight, liked_viewer, valid.passed_viewer)
+        )
+        for weight in RECIPROCAL_WEIGHTS
+    }
     model.reciprocal_weight = float(max(choice, key=choice.get))
+    orders = {
+        order: objective(baseline_scores(order, valid.forward))
+        for order in BASELINE_ORDERS
+    }
+    model.order = serving_order(choice[model.reciprocal_weight], orders)
     validation = {
         "model": ndcg_at_k(
             valid.group,
@@ -726,6 +739,7 @@ def train_ranking_stage(
         **_validation_baselines(valid, k=k, seed=seed),
     }
     model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
+    model.hyperparameters["order"] = model.order
     lap("ranking_fit")
 
     report("holdout features")
@@ -755,6 +769,8 @@ def train_ranking_stage(
         validation_ndcg=validation,
         candidate_rows=int(rows.p),
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},
+        order=model.order,
+        order_validation={MODEL_ORDER: choice[model.reciprocal_weight], **orders},
         t_label=split.t_label,
         t_holdout=split.t_holdout,
         candidates=candidates,
@@ -770,6 +786,16 @@ def train_ranking_stage(
         holdout_rows=rows_holdout,
         timings=timings,
     )
+
+
+def serving_order(model_objective: float, orders: dict[str, float]) -> str:
+    """Which order serves: the model, unless a simple order (``BASELINE_ORDERS``)
+    scored strictly higher on the same validation objective — then that order
+    (the best one). The model wins ties: it is what the validation chose it on."""
+    best = max(orders, key=orders.get, default=None)
+    if best is not None and orders[best] > model_objective:
+        return best
+    return MODEL_ORDER
 
 
 HOLDOUT_MAX_VIEWERS = 2_000
@@ -792,18 +818,16 @@ def _sampled_pairs(pairs: Pairs, *, seed: int) -> Pairs:
 
 def _validation_baselines(rows: CandidateRows, *, k: int, seed: int) -> dict:
     """NDCG@k of simple orders of the validation rows (the served candidates):
-    random, popularity (likes received) and "liked you, then popularity"."""
-    X = rows.forward
-    popularity = X[:, PAIR_FEATURE_NAMES.index("candidate_likes_received_log1p")]
-    liked_you = X[:, CANDIDATE_LIKED_VIEWER]
+    random, and the ``BASELINE_ORDERS`` as serving would score them."""
     random = np.random.default_rng(seed).random(rows.p)
     return {
-        name: ndcg_at_k(rows.group, rows.y, scores, k)
-        for name, scores in (
-            ("random", random),
-            ("popularity", popularity),
-            ("liked_you_then_popularity", 100.0 * liked_you + popularity),
-        )
+        "random": ndcg_at_k(rows.group, rows.y, random, k),
+        **{
+            order: ndcg_at_k(
+                rows.group, rows.y, baseline_scores(order, rows.forward), k
+            )
+            for order in BASELINE_ORDERS
+        },
     }
 
 

@@ -46,6 +46,9 @@ class RankingModel:
     # Serving's score is p(v likes c) * p(c likes v) ** reciprocal_weight; chosen
     # on validation data by the training stage (recommender.ml.pipeline).
     reciprocal_weight: float = 1.0
+    # "model", or a simple order served instead of the model because it ranked the
+    # validation candidates better (recommender.ml.recommend.BASELINE_ORDERS).
+    order: str = "model"
 
 
 def _candidates(seed: int) -> dict[str, object]:

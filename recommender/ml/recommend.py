@@ -61,6 +61,13 @@ _KEY_SHIFT = np.int64(1) << np.int64(32)
 # Forward-pair column saying the candidate already liked the viewer: their side of
 # the pair is then known, not predicted (see :func:`combine`).
 CANDIDATE_LIKED_VIEWER = PAIR_FEATURE_NAMES.index("candidate_liked_viewer")
+CANDIDATE_POPULARITY = PAIR_FEATURE_NAMES.index("candidate_likes_received_log1p")
+
+# What orders stage 2's candidates: the ranking model (the default), or a simple
+# order the training stage chose instead because it beat the model on validation
+# (a guard for data on which the model learned less than a popularity list knows).
+MODEL_ORDER = "model"
+BASELINE_ORDERS = ("liked_you_then_popularity", "popularity")
 
 
 @dataclass
@@ -268,7 +275,12 @@ def served_scores(
     (float32 [k, F] each): the model's probability each way, combined (:func:`combine`)
     with the model's reciprocal weight; whether the candidate liked the viewer is
     read from ``forward``, whether they passed on them is ``passed_viewer`` (bool
-    [k], None = nobody did)."""
+    [k], None = nobody did). A model whose ``order`` is one of ``BASELINE_ORDERS``
+    (the training stage found that order better on validation) scores the pairs
+    with :func:`baseline_scores` instead."""
+    order = getattr(model, "order", MODEL_ORDER)
+    if order != MODEL_ORDER:
+        return baseline_scores(order, forward)
     k = forward.shape[0]
     p = predict_scores(model, np.vstack([forward, backward]))
     if not np.all(np.isfinite(p)):
@@ -280,6 +292,22 @@ def served_scores(
         forward[:, CANDIDATE_LIKED_VIEWER] > 0,
         passed_viewer,
     )
+
+
+def baseline_scores(order: str, forward: np.ndarray) -> np.ndarray:
+    """float64 [k] in [0, 1) of a simple order of pairs, from their forward feature
+    rows: ``"popularity"`` (likes the candidate received), or
+    ``"liked_you_then_popularity"`` (candidates who liked the viewer first, each
+    part by popularity). The training stage scores its validation rows with this
+    same function when it weighs the model against these orders."""
+    likes = np.asarray(forward[:, CANDIDATE_POPULARITY], dtype=np.float64)
+    popularity = likes / (1.0 + likes)  # log1p(likes) squashed into [0, 1)
+    if order == "popularity":
+        return popularity
+    if order == "liked_you_then_popularity":
+        liked = forward[:, CANDIDATE_LIKED_VIEWER] > 0
+        return (liked + popularity) / 2.0
+    raise ValueError(f"unknown order {order!r}")
 
 
 def rank_scores(

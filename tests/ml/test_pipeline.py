@@ -132,6 +132,14 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
     assert validation["model"] > 0.97 * validation["liked_you_then_popularity"]
     assert metrics["training_likes_retrieved"] > 0.5
     assert metrics["reciprocal_weight"] in (0.0, 0.25, 0.5, 1.0)
+    # The guard weighed the model against the simple orders on the same objective,
+    # and kept the model: it is better than them here.
+    orders = metrics["order_validation"]
+    assert set(orders) == {"model", "popularity", "liked_you_then_popularity"}
+    assert metrics["order"] == result.model.order == "model"
+    assert orders["model"] >= max(
+        orders["popularity"], orders["liked_you_then_popularity"]
+    )
     for key in ("auc", "log_loss", "precision@10", "ndcg@10", "holdout_rows"):
         assert key in metrics
     assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)

@@ -6,10 +6,11 @@ import numpy as np
 from recommender.ml import synthetic
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import cut_state, time_split
+from recommender.ml.pipeline import cut_state, serving_order, time_split
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
+    CANDIDATE_POPULARITY,
     candidates_for,
     combine,
     rank_scores,
@@ -59,6 +60,42 @@ def test_served_scores_read_the_liked_viewer_column_of_the_forward_rows():
     assert np.isclose(known[3], predict_scores(model, forward[3:4])[0])
     p_backward = predict_scores(model, backward[3:4])[0]
     assert not np.isclose(known[3], known[3] * p_backward)
+
+
+def test_a_model_that_lost_to_a_simple_order_on_validation_serves_that_order():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, len(PAIR_FEATURE_NAMES))).astype(np.float32)
+    model = _model(X)
+    forward, backward = X[300:306].copy(), X[310:316].copy()
+    forward[:, CANDIDATE_POPULARITY] = np.log1p([3, 40, 0, 7, 40, 1])
+    forward[:, CANDIDATE_LIKED_VIEWER] = [0, 0, 1, 0, 0, 1]
+    as_model = served_scores(model, forward, backward)
+
+    model.order = "liked_you_then_popularity"
+    scores = served_scores(model, forward, backward)
+    # Who liked the viewer first (by popularity: 5 before 2), then the others by
+    # popularity; the model's own guess plays no part.
+    assert np.argsort(-scores, kind="stable").tolist() == [5, 2, 1, 4, 3, 0]
+    assert scores[1] == scores[4] and np.all((scores >= 0) & (scores < 1))
+    assert not np.allclose(scores, as_model)
+    model.order = "popularity"
+    assert np.argsort(-served_scores(model, forward, backward), kind="stable")[
+        :3
+    ].tolist() == [1, 4, 3]
+
+
+def test_the_model_serves_unless_a_simple_order_beat_it_on_validation():
+    assert (
+        serving_order(0.30, {"popularity": 0.20, "liked_you_then_popularity": 0.29})
+        == "model"
+    )
+    # A tie keeps the model: validation chose it.
+    assert serving_order(0.30, {"popularity": 0.30}) == "model"
+    assert (
+        serving_order(0.30, {"popularity": 0.31, "liked_you_then_popularity": 0.35})
+        == "liked_you_then_popularity"
+    )
+    assert serving_order(0.30, {}) == "model"
 
 
 def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
