@@ -8,12 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import NoReverseMatch, reverse
 
-from recommender.benchmarks.common import (
-    NOTES_END,
-    NOTES_START,
-    latency_stats,
-    results_save,
-)
+from recommender.benchmarks.common import latency_stats, results_save
+from recommender.benchmarks.render import NOTES_END, NOTES_START
 from recommender.benchmarks.search import COPY_HEADER, COPY_TRAILER, copy_binary_rows
 
 
