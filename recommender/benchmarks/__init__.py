@@ -5,7 +5,8 @@
 * :mod:`.search`: candidate search — exact numpy, FAISS Flat / IVF / HNSW and
   pgvector HNSW in a PostgreSQL started by ``pgserver``;
 * :mod:`.endpoint`: ``GET /api/v1/recommendations/`` through gunicorn under ``wrk``,
-  against the naive baseline of :mod:`.naive`;
+  against the naive baseline of :mod:`.naive`, which only the benchmark's own
+  URLconf (:mod:`.urls`) mounts;
 * :mod:`.training`: the nightly pipeline (``train_models``) in a subprocess, stage
   by stage, with its peak memory.
 

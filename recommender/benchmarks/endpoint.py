@@ -2,10 +2,11 @@
 
 The benchmark starts gunicorn (``config/gunicorn.conf.py``, workers and threads
 from the environment as in production) on 127.0.0.1 with the current PostgreSQL
-and Redis settings, plus ``KINDRED_BENCH_NAIVE=1`` so the naive baseline
-(:mod:`recommender.benchmarks.naive`) is mounted on the same server. Load comes from
-Debian's ``wrk`` (one thread, closed loop of ``c`` connections, ``duration``
-seconds per phase) with a Lua script that sends each request with the next
+and Redis settings, and with the benchmark's URLconf
+(:mod:`recommender.benchmarks.urls`: the project's URLs plus the naive baseline of
+:mod:`recommender.benchmarks.naive`) so the baseline is served by the same server.
+Load comes from Debian's ``wrk`` (one thread, closed loop of ``c`` connections,
+``duration`` seconds per phase) with a Lua script that sends each request with the next
 member's token. Phases:
 
 * ``miss``: members never asked before in the run, the cache emptied first, so
@@ -44,6 +45,7 @@ from recommender.benchmarks.common import latency_stats, load_average
 
 API_PATH = "/api/v1/recommendations/"
 NAIVE_PATH = "/api/v1/bench/naive-recommendations/"
+BENCHMARK_URLCONF = "recommender.benchmarks.urls"
 
 LUA = r"""
 local tokens = {}
@@ -273,9 +275,10 @@ class Server:
         env = dict(os.environ)
         env.update(
             GUNICORN_BIND=f"127.0.0.1:{params.port}",
-            KINDRED_BENCH_NAIVE="1" if params.naive else "",
             GUNICORN_TIMEOUT=str(max(params.timeout, 30)),
         )
+        if params.naive:
+            env["DJANGO_ROOT_URLCONF"] = BENCHMARK_URLCONF
         if params.workers:
             env["WEB_CONCURRENCY"] = str(params.workers)
         if params.threads:
