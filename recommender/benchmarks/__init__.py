@@ -6,7 +6,8 @@
   pgvector HNSW in a PostgreSQL started by ``pgserver``;
 * :mod:`.endpoint`: ``GET /api/v1/recommendations/`` through gunicorn under ``wrk``,
   against the naive baseline of :mod:`.naive`, which only the benchmark's own
-  URLconf (:mod:`.urls`) mounts;
+  URLconf (:mod:`.urls`) mounts; load from :mod:`.wrk`, profiles from
+  :mod:`.profiling`;
 * :mod:`.training`: the nightly pipeline (``train_models``) in a subprocess, stage
   by stage, with its peak memory.
 
