@@ -14,10 +14,8 @@ this one, as ``recommender.admin`` does with the A/B report.
 import json
 import re
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.validators import MaxValueValidator
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
@@ -29,6 +27,7 @@ from django.views.decorators.http import require_POST
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
 from registry.dashboard import registry_dashboard
+from registry.forms import SERVING_FIELDS, MLModelAdminForm, MLModelServingForm
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 from registry.services import (
     activation_summary,
@@ -38,56 +37,8 @@ from registry.services import (
     model_set_traffic,
 )
 
-SERVING_FIELDS = ("is_active", "traffic_percent")
 ADMIN_ACTOR_LABEL = "admin"
 NO_VALUE = "—"
-
-
-class MLModelServingForm(forms.ModelForm):
-    """Validates a requested serving change before the services carry it out."""
-
-    class Meta:
-        model = MLModel
-        fields = [*SERVING_FIELDS, "notes"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in SERVING_FIELDS:
-            if name in self.fields:
-                # Compare the submission with what the user saw, not with the
-                # database: a stale form must not undo someone else's promotion.
-                self.fields[name].show_hidden_initial = True
-        if "traffic_percent" in self.fields:
-            field = self.fields["traffic_percent"]
-            field.validators.append(MaxValueValidator(100))
-            field.widget.attrs["max"] = 100
-            field.help_text = (
-                "Share of members served by this inactive version as the A/B "
-                "challenger; 0 stops the test."
-            )
-
-    def clean(self):
-        cleaned_data = super().clean()
-        is_active = cleaned_data.get("is_active", self.instance.is_active)
-        traffic_percent = cleaned_data.get(
-            "traffic_percent", self.instance.traffic_percent
-        )
-        if is_active and traffic_percent and "traffic_percent" in self.changed_data:
-            self.add_error(
-                "traffic_percent",
-                "An active version serves everyone; only an inactive version can "
-                "be the challenger.",
-            )
-        return cleaned_data
-
-
-class MLModelAdminForm(MLModelServingForm):
-    reason = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Why; recorded in the activation log when is_active or traffic "
-        "changes.",
-    )
 
 
 class IndexArtifactInline(admin.TabularInline):
