@@ -9,12 +9,17 @@
   because Kindred still serves then (without cache, with in-process fallbacks, or
   with lesser recommendations). A load balancer should probe ``/health/ready``,
   not this.
+
+The database, replica, cache and broker are checked here; an app adds its own
+components with :func:`health_components_register` (from its ``AppConfig.ready``),
+so that this module names no app.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -29,6 +34,23 @@ from config.db_routers import REPLICA, replica_configured, replica_state
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 BROKER_TIMEOUT_SECONDS = 0.5
+
+# (check, the component names it reports), in registration order.
+_component_checks: list[tuple[Callable[[], dict], tuple[str, ...]]] = []
+
+
+def health_components_register(
+    check: Callable[[], dict], *, components: tuple[str, ...]
+) -> None:
+    """Add an app's components to ``/health``.
+
+    ``check()`` returns ``{component: state}`` for the names in ``components``, each
+    state a dict with at least ``"status"`` (``OK``, ``DEGRADED`` or ``DOWN``). It
+    runs only while the database answers; if it raises, each of its components is
+    reported down with the error. Registering the same check again is a no-op.
+    """
+    if all(check is not registered for registered, _ in _component_checks):
+        _component_checks.append((check, tuple(components)))
 
 
 @never_cache
@@ -63,11 +85,12 @@ def health_status(request):
     if replica_configured():
         components["database_replica"] = _replica_check()
     if components["database"]["status"] == OK:
-        try:
-            components.update(_serving_checks())
-        except Exception as error:  # noqa: BLE001 - report, never raise
-            failure = {"status": DOWN, "error": f"{type(error).__name__}: {error}"}
-            components.update(models=failure, index=dict(failure))
+        for check, names in _component_checks:
+            try:
+                components.update(check())
+            except Exception as error:  # noqa: BLE001 - report, never raise
+                failure = {"status": DOWN, "error": f"{type(error).__name__}: {error}"}
+                components.update({name: dict(failure) for name in names})
     problems = sorted(
         name for name, state in components.items() if state["status"] != OK
     )
@@ -174,63 +197,3 @@ def _broker_check() -> dict:
         return {"status": OK, "mode": "redis"}
 
     return {**_timed(check), "mode": scheme if scheme else "unknown"}
-
-
-def _serving_checks() -> dict:
-    """The registry's active models and index, and what this process has loaded
-    (``recommender.serving.serving_health``; a process loads its models on its
-    first recommendation, so ``loaded: false`` on a fresh process is normal)."""
-    from recommender.serving import serving_health
-    from registry.models import MLModel, ModelKind
-    from registry.selectors import index_get_serving
-
-    serving = serving_health()
-    loaded = {
-        (model["kind"], model["version"], model["role"]): model["loaded"]
-        for model in serving.get("models", [])
-    }
-    active = {
-        kind: version
-        for kind, version in MLModel.objects.filter(is_active=True).values_list(
-            "kind", "version"
-        )
-    }
-    missing = [kind for kind in ModelKind.values if kind not in active]
-    models = {
-        "status": DEGRADED if missing or serving["degraded"] else OK,
-        "active": active,
-        "loaded_in_this_process": {
-            kind: version
-            for (kind, version, role), is_loaded in sorted(loaded.items())
-            if role == "active" and is_loaded
-        },
-        "challengers": {
-            kind: version
-            for (kind, version, role) in sorted(loaded)
-            if role == "challenger"
-        },
-        "serving": serving["status"],
-        "generation": serving.get("generation"),
-        "loaded_at": serving.get("loaded_at"),
-    }
-    if missing:
-        models["error"] = f"no active version of: {', '.join(missing)}"
-    elif serving["degraded"]:
-        models["error"] = f"last model load failed: {serving['last_error']}"
-
-    index = index_get_serving()
-    index_state = {
-        "status": OK if index is not None else DEGRADED,
-        "registry": None
-        if index is None
-        else {
-            "id": index.pk,
-            "type": index.index_type,
-            "vectors": index.n_vectors,
-            "embedding_version": index.embedding_model.version,
-        },
-        "loaded_in_this_process": serving.get("index", {"id": None, "vectors": 0}),
-    }
-    if index is None:
-        index_state["error"] = "no index for the active embedding version"
-    return {"models": models, "index": index_state}

@@ -12,8 +12,10 @@ this view sums them up (gauges as each declares with ``multiprocess_mode``). A
 Celery worker does the same with its own directory and serves its figures on
 ``CELERY_METRICS_PORT`` (see ``config.celery``). Without the variable (tests,
 ``runserver``, the embedded default's in-process tasks) the process's own
-registry is exposed. The training figures (``recommender.metrics.TrainingCollector``)
-are read from the database at scrape time and added by this view.
+registry is exposed. Figures an app reads from the database at scrape time (the
+recommender's training times) are added by this view from collectors the app
+registers with :func:`database_collector_register` in its ``AppConfig.ready``: this
+module names no app.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-from recommender.metrics import TRAINING_COLLECTOR  # and registers the others
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset(
@@ -114,7 +115,15 @@ def metrics_registry():
 # by the web's /metrics only (a Celery worker's metrics server would open a database
 # connection per scrape thread for them).
 DATABASE_REGISTRY = CollectorRegistry()
-DATABASE_REGISTRY.register(TRAINING_COLLECTOR)
+_database_collectors: list[Collector] = []
+
+
+def database_collector_register(collector: Collector) -> None:
+    """Expose ``collector`` (read at scrape time, e.g. from the database) on the
+    web's ``/metrics``. Registering the same collector again is a no-op."""
+    if all(collector is not known for known in _database_collectors):
+        DATABASE_REGISTRY.register(collector)
+        _database_collectors.append(collector)
 
 
 def multiproc_dir_reset(path: str) -> None:

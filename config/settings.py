@@ -78,7 +78,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "config.urls"
+# A process started for a benchmark names its own URLconf (the endpoint benchmark's
+# gunicorn: recommender.benchmarks.urls); everything else serves config.urls.
+ROOT_URLCONF = env("DJANGO_ROOT_URLCONF", default="") or "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [

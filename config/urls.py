@@ -1,5 +1,3 @@
-import os
-
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -27,16 +25,3 @@ urlpatterns = [
 # Unknown URLs and crashes under /api/ answer in the API's JSON error shape.
 handler404 = "config.api.page_not_found"
 handler500 = "config.api.server_error"
-
-# Benchmark only: the naive baseline of the recommendation endpoint, mounted when
-# the endpoint benchmark starts gunicorn with KINDRED_BENCH_NAIVE=1; never otherwise.
-if os.environ.get("KINDRED_BENCH_NAIVE", "") == "1":
-    from recommender.benchmarks.naive import NaiveRecommendationApi
-
-    urlpatterns.append(
-        path(
-            "api/v1/bench/naive-recommendations/",
-            NaiveRecommendationApi.as_view(),
-            name="bench-naive-recommendations",
-        )
-    )

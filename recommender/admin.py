@@ -1,19 +1,30 @@
-"""Read-only views of what the training pipeline writes: runs, features, embeddings."""
+"""Read-only views of what the training pipeline writes (runs, features,
+embeddings), and the A/B experiments added to the registry's model admin."""
 
 import json
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin
+from recommender.guardrail import GUARDRAIL_ACTOR_LABEL, guardrail_thresholds
 from recommender.models import (
     RetentionRun,
     TrainingRun,
     UserEmbedding,
     UserFeatures,
 )
+from recommender.selectors import ab_report, ab_report_since
+from registry.admin import MLModelAdmin
+from registry.models import MLModel, ModelKind
+from registry.selectors import activation_list
 
 NO_VALUE = "—"
+GUARDRAIL_STOPS_SHOWN = 20
 
 
 def _pretty_json(value) -> str:
@@ -146,3 +157,67 @@ class RetentionRunAdmin(ReadOnlyAdmin):
     @admin.display(description="errors")
     def errors_pretty(self, obj):
         return _pretty_json(obj.errors)
+
+
+class ABReportForm(forms.Form):
+    kind = forms.ChoiceField(
+        choices=[("", "all kinds"), *ModelKind.choices], required=False
+    )
+    since = forms.IntegerField(
+        min_value=1,
+        max_value=3650,
+        required=False,
+        label="last N days",
+        help_text="Empty: all time.",
+    )
+
+
+class ExperimentMLModelAdmin(MLModelAdmin):
+    """The registry's model admin plus the A/B experiments the recommender runs
+    between its versions: the A/B report page and the dashboard's A/B section."""
+
+    change_list_template = "admin/recommender/mlmodel/change_list.html"
+    dashboard_template = "admin/recommender/mlmodel/dashboard.html"
+
+    def get_urls(self):
+        admin_view = self.admin_site.admin_view  # staff only, CSRF-protected
+        own = [
+            path(
+                "ab-report/",
+                admin_view(self.ab_report_view),
+                name="registry_mlmodel_ab_report",
+            ),
+        ]
+        return [*own, *super().get_urls()]
+
+    def dashboard_context(self, request) -> dict:
+        return {**super().dashboard_context(request), "rows": ab_report()}
+
+    def ab_report_view(self, request):
+        """Impressions, likes and matches per experiment arm with intervals and
+        tests (``ab_report``), and the challengers the guardrail stopped."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = ABReportForm(request.GET or None)
+        filters = form.cleaned_data if form.is_valid() else {}
+        rows = ab_report(
+            kind=filters.get("kind") or None,
+            since=ab_report_since(days=filters.get("since")),
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "A/B report: like and match rate per impression",
+            "opts": self.model._meta,
+            "form": form,
+            "rows": rows,
+            "guardrail": guardrail_thresholds(),
+            "guardrail_stops": activation_list().filter(
+                actor_label=GUARDRAIL_ACTOR_LABEL
+            )[:GUARDRAIL_STOPS_SHOWN],
+        }
+        return TemplateResponse(request, "admin/recommender/ab_report.html", context)
+
+
+# The registry registers its generic admin; the recommender's replaces it.
+admin.site.unregister(MLModel)
+admin.site.register(MLModel, ExperimentMLModelAdmin)

@@ -8,6 +8,8 @@ serves, so a promotion shows worker by worker) or the largest (``livemax``).
 """
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -105,6 +107,10 @@ class TrainingCollector(Collector):
     happened (so "stale" and "failed" alerts need no special case for a fresh
     install). Nothing is exported when the database cannot be read: ``/metrics``
     keeps answering with the other figures.
+
+    ``last_finished(status=...)`` gives the time the latest run of that status
+    finished, or None (``recommender.selectors.training_run_last_finished``, handed
+    in by ``RecommenderConfig.ready``: the selectors import this module).
     """
 
     FAMILIES = {
@@ -118,6 +124,9 @@ class TrainingCollector(Collector):
         ),
     }
 
+    def __init__(self, last_finished: Callable[..., datetime | None]):
+        self._last_finished = last_finished
+
     def describe(self):
         # Names only, no I/O: registering must not touch the database.
         return [
@@ -128,11 +137,9 @@ class TrainingCollector(Collector):
     def collect(self):
         from django.db import DatabaseError
 
-        from recommender.selectors import training_run_last_finished
-
         try:
             finished = {
-                name: training_run_last_finished(status=status)
+                name: self._last_finished(status=status)
                 for name, (status, _) in self.FAMILIES.items()
             }
         except DatabaseError:
@@ -143,6 +150,3 @@ class TrainingCollector(Collector):
             yield GaugeMetricFamily(
                 name, documentation, value=at.timestamp() if at is not None else 0.0
             )
-
-
-TRAINING_COLLECTOR = TrainingCollector()

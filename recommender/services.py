@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from config.api import ApplicationError
 from recommender import data as db
+from recommender.artifacts import model_artifact_load
 from recommender.ml.artifacts import dumps
 from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.embeddings import (
@@ -53,12 +54,7 @@ from recommender.ml.features import (
     user_feature_rows,
 )
 from recommender.models import TrainingRun, TrainingRunStatus
-from registry.artifacts import (
-    StoredArtifact,
-    artifact_delete,
-    artifact_save,
-    model_artifact_load,
-)
+from registry.artifacts import StoredArtifact, artifact_delete, artifact_save
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import model_get_active
 from registry.services import (

@@ -70,6 +70,7 @@ from config.db_routers import (
 )
 from recommender import data as db
 from recommender import metrics
+from recommender.artifacts import index_artifact_load, model_artifact_load
 from recommender.filters import (
     MemberFacts,
     Viewer,
@@ -97,7 +98,6 @@ from recommender.ml.recommend import (
     pipeline_run,
     shortlist_size,
 )
-from registry.artifacts import index_artifact_load, model_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import registry_generation
 

@@ -1,18 +1,21 @@
-"""The ML engineers' home: compare versions, promote, roll back, run A/B tests.
+"""The ML engineers' home: compare versions, promote, roll back.
 
 Every change to which version serves — admin actions, the ``is_active`` and
 ``traffic_percent`` fields of the change form and of the changelist — goes through
 ``registry.services``, so it is locked, audited in ``ModelActivation`` and announced to
 serving exactly as from the command line.
+
+The registry knows no model family: an app that serves the models extends
+:class:`MLModelAdmin` (more admin URLs, :meth:`MLModelAdmin.dashboard_context` and
+the dashboard's ``dashboard_sections`` block) and registers its subclass in place of
+this one, as ``recommender.admin`` does with the A/B report.
 """
 
 import json
 import re
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.validators import MaxValueValidator
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
@@ -23,11 +26,9 @@ from django.views.decorators.http import require_POST
 
 from config.admin import ReadOnlyAdmin
 from config.api import ApplicationError
-from recommender.guardrail import GUARDRAIL_ACTOR_LABEL, guardrail_thresholds
-from recommender.selectors import ab_report, ab_report_since
 from registry.dashboard import registry_dashboard
+from registry.forms import SERVING_FIELDS, MLModelAdminForm, MLModelServingForm
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
-from registry.selectors import activation_list
 from registry.services import (
     activation_summary,
     model_activate,
@@ -36,70 +37,8 @@ from registry.services import (
     model_set_traffic,
 )
 
-SERVING_FIELDS = ("is_active", "traffic_percent")
 ADMIN_ACTOR_LABEL = "admin"
 NO_VALUE = "—"
-GUARDRAIL_STOPS_SHOWN = 20
-
-
-class MLModelServingForm(forms.ModelForm):
-    """Validates a requested serving change before the services carry it out."""
-
-    class Meta:
-        model = MLModel
-        fields = [*SERVING_FIELDS, "notes"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in SERVING_FIELDS:
-            if name in self.fields:
-                # Compare the submission with what the user saw, not with the
-                # database: a stale form must not undo someone else's promotion.
-                self.fields[name].show_hidden_initial = True
-        if "traffic_percent" in self.fields:
-            field = self.fields["traffic_percent"]
-            field.validators.append(MaxValueValidator(100))
-            field.widget.attrs["max"] = 100
-            field.help_text = (
-                "Share of members served by this inactive version as the A/B "
-                "challenger; 0 stops the test."
-            )
-
-    def clean(self):
-        cleaned_data = super().clean()
-        is_active = cleaned_data.get("is_active", self.instance.is_active)
-        traffic_percent = cleaned_data.get(
-            "traffic_percent", self.instance.traffic_percent
-        )
-        if is_active and traffic_percent and "traffic_percent" in self.changed_data:
-            self.add_error(
-                "traffic_percent",
-                "An active version serves everyone; only an inactive version can "
-                "be the challenger.",
-            )
-        return cleaned_data
-
-
-class MLModelAdminForm(MLModelServingForm):
-    reason = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Why; recorded in the activation log when is_active or traffic "
-        "changes.",
-    )
-
-
-class ABReportForm(forms.Form):
-    kind = forms.ChoiceField(
-        choices=[("", "all kinds"), *ModelKind.choices], required=False
-    )
-    since = forms.IntegerField(
-        min_value=1,
-        max_value=3650,
-        required=False,
-        label="last N days",
-        help_text="Empty: all time.",
-    )
 
 
 class IndexArtifactInline(admin.TabularInline):
@@ -186,16 +125,13 @@ class MLModelAdmin(admin.ModelAdmin):
         "pruned_at",
     )
 
-    # --- the A/B report -----------------------------------------------------------
+    dashboard_template = "admin/registry/mlmodel/dashboard.html"
+
+    # --- the dashboard ------------------------------------------------------------
 
     def get_urls(self):
         admin_view = self.admin_site.admin_view  # staff only, CSRF-protected
         own = [
-            path(
-                "ab-report/",
-                admin_view(self.ab_report_view),
-                name="registry_mlmodel_ab_report",
-            ),
             path(
                 "dashboard/",
                 admin_view(self.dashboard_view),
@@ -214,8 +150,6 @@ class MLModelAdmin(admin.ModelAdmin):
         ]
         return [*own, *super().get_urls()]
 
-    # --- the dashboard ------------------------------------------------------------
-
     def dashboard_view(self, request):
         """Per kind: active version, history, metrics side by side, charts; the
         activation log and the A/B report; promote/rollback buttons."""
@@ -226,12 +160,15 @@ class MLModelAdmin(admin.ModelAdmin):
             "title": "Model registry dashboard",
             "opts": self.model._meta,
             "sections": registry_dashboard(),
-            "rows": ab_report(),
+            **self.dashboard_context(request),
             "can_promote": self.has_promote_permission(request),
         }
-        return TemplateResponse(
-            request, "admin/registry/mlmodel/dashboard.html", context
-        )
+        return TemplateResponse(request, self.dashboard_template, context)
+
+    def dashboard_context(self, request) -> dict:
+        """More context for the dashboard, drawn by an app's own dashboard template
+        (``dashboard_template`` extending this one); none here."""
+        return {}
 
     def dashboard_promote_view(self, request, pk: int):
         return self._dashboard_change(request, "Promoted", model_activate, model=pk)
@@ -257,32 +194,6 @@ class MLModelAdmin(admin.ModelAdmin):
                 request, f"{done} {activation_summary(activation)}.", messages.SUCCESS
             )
         return redirect("admin:registry_mlmodel_dashboard")
-
-    def ab_report_view(self, request):
-        """Impressions, likes and matches per experiment arm with intervals and
-        tests (``ab_report``), and the challengers the guardrail stopped."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        form = ABReportForm(request.GET or None)
-        filters = form.cleaned_data if form.is_valid() else {}
-        rows = ab_report(
-            kind=filters.get("kind") or None,
-            since=ab_report_since(days=filters.get("since")),
-        )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "A/B report: like and match rate per impression",
-            "opts": self.model._meta,
-            "form": form,
-            "rows": rows,
-            "guardrail": guardrail_thresholds(),
-            "guardrail_stops": activation_list().filter(
-                actor_label=GUARDRAIL_ACTOR_LABEL
-            )[:GUARDRAIL_STOPS_SHOWN],
-        }
-        return TemplateResponse(
-            request, "admin/registry/mlmodel/ab_report.html", context
-        )
 
     # --- permissions --------------------------------------------------------------
 

@@ -16,7 +16,9 @@ an operator can act on.
 
 Loading goes through a registry row, never a bare path: the row is re-read from the
 database, the file's sha256 is compared with the recorded one, and only then are the
-bytes handed to a deserialiser (joblib/pickle can run code; FAISS trusts its input).
+bytes handed to a deserialiser (joblib/pickle can run code; FAISS trusts its input;
+the deserialisers belong to the app that wrote the artifact, e.g.
+``recommender.artifacts``).
 From object storage, a process downloads each artifact once into a local cache
 (``ARTIFACT_CACHE_DIR``, files named by their registered sha256, verified again on
 every read) so that a restart or a second worker of the machine does not fetch it
@@ -42,7 +44,6 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from config.api import ApplicationError
-from recommender.ml.artifacts import ArtifactChecksumError
 from registry.models import IndexArtifact, MLModel
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ CACHE_KEEP_SECONDS = 7 * 24 * 3600
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class ArtifactIntegrityError(ArtifactChecksumError):
+class ArtifactIntegrityError(ValueError):
     """The stored file is missing, not the registered one, or fails its checksum."""
 
 
@@ -170,21 +171,6 @@ def artifact_storage_is_local() -> bool:
     except NotImplementedError:
         return False
     return True
-
-
-def model_artifact_load(*, model: MLModel):
-    """The deserialised object of a registered model version (checksum verified)."""
-    from recommender.ml.artifacts import loads
-
-    data = artifact_read_verified(record=model)
-    return loads(data, expected_sha256=model.artifact_sha256)
-
-
-def index_artifact_load(*, index: IndexArtifact):
-    """The FAISS index of a registered ``IndexArtifact`` (checksum verified)."""
-    from recommender.ml.index import index_from_bytes
-
-    return index_from_bytes(artifact_read_verified(record=index))
 
 
 def _is_storage_failure(error: BaseException) -> bool:

@@ -9,13 +9,13 @@ the change only after commit.
 from datetime import datetime
 from pathlib import PurePath
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.core.files.base import File
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from accounts.models import User
 from config.api import ApplicationError
 from registry.artifacts import StoredArtifact, artifact_delete, artifact_save
 from registry.models import (
@@ -53,7 +53,7 @@ def activation_summary(activation: ModelActivation) -> str:
 def model_activate(
     *,
     model: MLModel | int,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str = "",
     reason: str = "",
 ) -> ModelActivation:
@@ -84,7 +84,7 @@ def model_activate(
 def model_rollback(
     *,
     kind: str,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str = "",
     reason: str = "",
 ) -> ModelActivation:
@@ -123,7 +123,7 @@ def model_rollback(
 def model_deactivate(
     *,
     model: MLModel | int,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str = "",
     reason: str = "",
 ) -> ModelActivation:
@@ -154,7 +154,7 @@ def model_set_traffic(
     *,
     model: MLModel | int,
     traffic_percent: int,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str = "",
     reason: str = "",
 ) -> ModelActivation:
@@ -408,7 +408,7 @@ def _switch_active(
     versions: list[MLModel],
     target: MLModel | None,
     action: str,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str,
     reason: str,
 ) -> ModelActivation:
@@ -451,7 +451,7 @@ def _log_activation(
     action: str,
     from_model: MLModel | None,
     to_model: MLModel | None,
-    actor: User | None,
+    actor: AbstractBaseUser | None,
     actor_label: str,
     reason: str,
     traffic_percent: int | None = None,

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.benchmarks.render import NOTES_END, NOTES_START, render_markdown
+
 RESULTS_JSON = "BENCHMARKS.json"
 RESULTS_MD = "BENCHMARKS.md"
-NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 
 
 def machine_describe() -> dict:
@@ -101,29 +102,5 @@ def results_save(*, out_dir: Path, sections: dict[str, dict]) -> tuple[Path, Pat
         text = md_path.read_text()
         if NOTES_START in text and NOTES_END in text:
             notes = text.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0].strip("\n")
-    from recommender.benchmarks.render import render_markdown
-
     md_path.write_text(render_markdown(results, notes=notes))
     return json_path, md_path
-
-
-def fmt(value, digits: int = 2) -> str:
-    """A table cell: numbers rounded, thousands separated; ``—`` for missing."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
-    return "\n".join(lines)

@@ -2,10 +2,11 @@
 
 The benchmark starts gunicorn (``config/gunicorn.conf.py``, workers and threads
 from the environment as in production) on 127.0.0.1 with the current PostgreSQL
-and Redis settings, plus ``KINDRED_BENCH_NAIVE=1`` so the naive baseline
-(:mod:`recommender.benchmarks.naive`) is mounted on the same server. Load comes from
-Debian's ``wrk`` (one thread, closed loop of ``c`` connections, ``duration``
-seconds per phase) with a Lua script that sends each request with the next
+and Redis settings, and with the benchmark's URLconf
+(:mod:`recommender.benchmarks.urls`: the project's URLs plus the naive baseline of
+:mod:`recommender.benchmarks.naive`) so the baseline is served by the same server.
+Load comes from Debian's ``wrk`` (one thread, closed loop of ``c`` connections,
+``duration`` seconds per phase) with a Lua script that sends each request with the next
 member's token. Phases:
 
 * ``miss``: members never asked before in the run, the cache emptied first, so
@@ -24,7 +25,6 @@ the benchmark's Redis database after each phase.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -41,79 +41,12 @@ import numpy as np
 from django.conf import settings
 
 from recommender.benchmarks.common import latency_stats, load_average
+from recommender.benchmarks.profiling import profile_start, profile_summary
+from recommender.benchmarks.wrk import wrk_run
 
 API_PATH = "/api/v1/recommendations/"
 NAIVE_PATH = "/api/v1/bench/naive-recommendations/"
-
-LUA = r"""
-local tokens = {}
-local counter = 0
-local path = "/"
-hits, misses, other, bad = 0, 0, 0, 0
-strategies = {}
-ptimes = {}
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  for line in io.lines(args[1]) do
-    if #line > 0 then tokens[#tokens + 1] = line end
-  end
-  path = args[2]
-end
-
-function request()
-  local token = tokens[(counter % #tokens) + 1]
-  counter = counter + 1
-  return wrk.format("GET", path, {["Authorization"] = "Token " .. token})
-end
-
-function response(status, headers, body)
-  if status ~= 200 then bad = bad + 1 end
-  local cache = headers["X-Cache"] or headers["x-cache"]
-  if cache == "hit" then hits = hits + 1
-  elseif cache == "miss" then misses = misses + 1
-  else other = other + 1 end
-  local s = headers["X-Recommendation-Strategy"]
-    or headers["x-recommendation-strategy"] or "?"
-  strategies[s] = (strategies[s] or 0) + 1
-  local p = headers["X-Process-Time"] or headers["x-process-time"]
-  if p then ptimes[#ptimes + 1] = tonumber(p) end
-end
-
-function done(summary, latency, requests)
-  local out = {}
-  local function add(k, v) out[#out + 1] = string.format('"%s": %s', k, v) end
-  add("requests", summary.requests)
-  add("duration_us", summary.duration)
-  add("errors_connect", summary.errors.connect)
-  add("errors_read", summary.errors.read)
-  add("errors_write", summary.errors.write)
-  add("errors_status", summary.errors.status)
-  add("errors_timeout", summary.errors.timeout)
-  add("p50_us", latency:percentile(50))
-  add("p95_us", latency:percentile(95))
-  add("p99_us", latency:percentile(99))
-  add("mean_us", latency.mean)
-  add("max_us", latency.max)
-  local h, m, o, b, st, pt = 0, 0, 0, 0, {}, {}
-  for _, t in ipairs(threads) do
-    h = h + t:get("hits"); m = m + t:get("misses")
-    o = o + t:get("other"); b = b + t:get("bad")
-    for k, v in pairs(t:get("strategies")) do st[k] = (st[k] or 0) + v end
-    for _, v in ipairs(t:get("ptimes")) do pt[#pt + 1] = string.format("%.6f", v) end
-  end
-  add("hits", h); add("misses", m); add("other", o); add("non_200", b)
-  local parts = {}
-  for k, v in pairs(st) do parts[#parts + 1] = string.format('"%s": %d', k, v) end
-  add("strategies", "{" .. table.concat(parts, ", ") .. "}")
-  add("process_times", "[" .. table.concat(pt, ",") .. "]")
-  io.write("BENCHJSON {" .. table.concat(out, ", ") .. "}\n")
-end
-"""
+BENCHMARK_URLCONF = "recommender.benchmarks.urls"
 
 
 @dataclass
@@ -273,9 +206,10 @@ class Server:
         env = dict(os.environ)
         env.update(
             GUNICORN_BIND=f"127.0.0.1:{params.port}",
-            KINDRED_BENCH_NAIVE="1" if params.naive else "",
             GUNICORN_TIMEOUT=str(max(params.timeout, 30)),
         )
+        if params.naive:
+            env["DJANGO_ROOT_URLCONF"] = BENCHMARK_URLCONF
         if params.workers:
             env["WEB_CONCURRENCY"] = str(params.workers)
         if params.threads:
@@ -359,98 +293,6 @@ class Server:
         self.log.close()
 
 
-def _wrk(
-    *,
-    base: str,
-    path: str,
-    tokens: list[str],
-    connections: int,
-    duration: int,
-    timeout: int,
-    workdir: Path,
-) -> dict:
-    script = workdir / "rotate_tokens.lua"
-    script.write_text(LUA)
-    token_file = workdir / f"tokens-{time.monotonic_ns()}.txt"
-    token_file.write_text("\n".join(tokens) + "\n")
-    cmd = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        f"--timeout={timeout}s",
-        "-s",
-        str(script),
-        base + path,
-        "--",
-        str(token_file),
-        path,
-    ]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration + timeout + 60
-    )
-    line = next(
-        (x for x in done.stdout.splitlines() if x.startswith("BENCHJSON ")), None
-    )
-    if line is None:
-        raise RuntimeError(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
-    return json.loads(line[len("BENCHJSON ") :])
-
-
-def profile_start(pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
-    """``py-spy record`` of process ``pid`` (collapsed stacks) or None without it."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
-        return None
-    return subprocess.Popen(
-        [spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200"]
-        + ["-f", "raw", "-o", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(str(out) + ".log", "w"),  # noqa: SIM115 - lives with the child
-    )
-
-
-def profile_summary(path: Path, top: int = 40) -> list[dict]:
-    """Inclusive share of samples per function (our code and the big libraries)
-    from py-spy's collapsed stacks, busiest first; idle waiting excluded."""
-    if not path.exists():
-        return []
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        if not any("recommender" in f or "rest_framework" in f for f in frames):
-            continue  # the worker's idle loop, gunicorn's own bookkeeping
-        n = int(count)
-        total += n
-        for frame in dict.fromkeys(frames):
-            name, _, where = frame.partition(" (")
-            where = where.rstrip(")")
-            short = where.split("site-packages/")[-1].split("/work/main/")[-1]
-            key = f"{name} ({short.rsplit(':', 1)[0]})"
-            inclusive[key] = inclusive.get(key, 0) + n
-    if not total:
-        return []
-    rows = sorted(inclusive.items(), key=lambda x: -x[1])
-    return [
-        {"function": k, "percent": round(100 * v / total, 1)}
-        for k, v in rows
-        if "recommender" in k
-        or "rest_framework" in k
-        or "sklearn" in k
-        or "faiss" in k
-        or "psycopg" in k
-        or "redis" in k
-        or "celery" in k
-        or "kombu" in k
-        or "django/db" in k
-        or "middleware" in k
-    ][:top]
-
-
 def _phase_row(phase: str, connections: int, raw: dict, stages: dict) -> dict:
     seconds = raw["duration_us"] / 1e6
     served = raw["hits"] + raw["misses"]
@@ -523,7 +365,7 @@ def endpoint_benchmark(params: EndpointParams, progress=print) -> dict:
                     spy_proc = profile_start(
                         children[0].pid, max(1, params.duration - 2), spy_out
                     )
-            raw = _wrk(
+            raw = wrk_run(
                 base=server.base,
                 path=f"{path}?limit={params.limit}",
                 tokens=phase_tokens,

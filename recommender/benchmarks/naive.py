@@ -8,16 +8,15 @@ similarity (viewer's taste vector against each candidate's appeal vector) in Pyt
 best ``limit`` returned. No in-memory member store, no index, no ranking model, no
 cache.
 
-Mounted at ``/api/v1/bench/naive-recommendations/`` only when the environment
-variable ``KINDRED_BENCH_NAIVE`` is "1" (``config/urls.py``); the benchmark sets it
-for the gunicorn it starts. Never exposed by default.
+Mounted at ``/api/v1/bench/naive-recommendations/`` only by the benchmark's own
+URLconf (``recommender.benchmarks.urls``), which the endpoint benchmark gives the
+gunicorn it starts (``DJANGO_ROOT_URLCONF``). Never exposed by the project's URLs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 
 import numpy as np
 from django.db.models import Q
@@ -31,12 +30,6 @@ from config.api import ApplicationError
 from interactions.models import Interaction
 from recommender.models import UserEmbedding
 from registry.selectors import model_get_active
-
-ENV_FLAG = "KINDRED_BENCH_NAIVE"
-
-
-def naive_enabled() -> bool:
-    return os.environ.get(ENV_FLAG, "") == "1"
 
 
 class NaiveQuerySerializer(serializers.Serializer):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from recommender.benchmarks.common import NOTES_END, NOTES_START, fmt, table
+from collections.abc import Sequence
+
+import numpy as np
+
+NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 
 STAGE_ORDER = ["load", "features", "embeddings", "index", "ranking", "evaluate"]
 ORDER = {"search": 0, "endpoint": 1, "training": 2, "profile": 3}
@@ -282,3 +286,25 @@ RENDERERS = {
     "endpoint": _render_endpoint,
     "training": _render_training,
 }
+
+
+def fmt(value, digits: int = 2) -> str:
+    """A table cell: numbers rounded, thousands separated; ``—`` for missing."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
+    return "\n".join(lines)

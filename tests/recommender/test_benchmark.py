@@ -8,12 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import NoReverseMatch, reverse
 
-from recommender.benchmarks.common import (
-    NOTES_END,
-    NOTES_START,
-    latency_stats,
-    results_save,
-)
+from recommender.benchmarks.common import latency_stats, results_save
+from recommender.benchmarks.endpoint import BENCHMARK_URLCONF, NAIVE_PATH
+from recommender.benchmarks.render import NOTES_END, NOTES_START
 from recommender.benchmarks.search import COPY_HEADER, COPY_TRAILER, copy_binary_rows
 
 
@@ -74,3 +71,12 @@ def test_latency_stats_in_milliseconds():
 def test_naive_baseline_is_not_mounted_by_default():
     with pytest.raises(NoReverseMatch):
         reverse("bench-naive-recommendations")
+
+
+def test_the_benchmark_urlconf_adds_the_naive_baseline_to_the_project_urls():
+    urlconf = BENCHMARK_URLCONF
+
+    assert reverse("bench-naive-recommendations", urlconf=urlconf) == NAIVE_PATH
+    assert reverse("recommendation-list", urlconf=urlconf) == reverse(
+        "recommendation-list"
+    )

@@ -6,9 +6,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts.models import Profile
+from recommender.artifacts import index_artifact_load
 from recommender.ml.features import FEATURE_VERSION
 from recommender.models import TrainingRun, TrainingRunStatus, UserEmbedding
-from registry.artifacts import index_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelActivation, ModelKind
 from registry.services import model_activate
 from tests.accounts.factories import member

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from config.api import ApplicationError
 from recommender import services
+from recommender.artifacts import model_artifact_load
 from recommender.ml.features import FEATURE_VERSION
 from recommender.models import (
     TrainingRun,
@@ -22,7 +23,6 @@ from recommender.services import (
     index_build,
     training_run_start,
 )
-from registry.artifacts import model_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelKind
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,9 @@ from django.db import OperationalError
 from accounts.models import User
 from config.celery import app
 from recommender import services, tasks
+from recommender.artifacts import index_artifact_load
 from recommender.models import TrainingRun, TrainingRunStatus, UserEmbedding
 from recommender.services import index_rebuild, training_run_start
-from registry.artifacts import index_artifact_load
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import index_get_serving
 from tests.accounts.factories import member

@@ -226,9 +226,9 @@ def test_a_worker_killed_while_registering_the_serving_index_leaves_it_serving(
     """The nightly refresh of the active version's index dies inside its
     registration: the previous index keeps serving, nothing half-built is
     registered, and the redelivered stage builds it once."""
+    from recommender.artifacts import index_artifact_load
     from recommender.services import training_run_start
     from recommender.tasks import serving_index_refresh
-    from registry.artifacts import index_artifact_load
     from registry.selectors import index_get_serving
     from tests.accounts.factories import member
     from tests.recommender.serving_fixtures import train_and_activate

@@ -28,12 +28,12 @@ from threadpoolctl import threadpool_limits
 
 from accounts.demo import demo_seed
 from recommender import serving
+from recommender.artifacts import model_artifact_load
 from recommender.ml.artifacts import dumps
 from registry.artifacts import (
     CACHE_KEEP_SECONDS,
     ArtifactIntegrityError,
     ArtifactStorageError,
-    model_artifact_load,
 )
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.services import model_register

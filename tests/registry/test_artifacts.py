@@ -6,6 +6,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from recommender.artifacts import model_artifact_load
 from recommender.ml.artifacts import dumps
 from registry import artifacts
 from registry.artifacts import (
@@ -13,7 +14,6 @@ from registry.artifacts import (
     ArtifactStorageError,
     artifact_read_verified,
     artifact_save,
-    model_artifact_load,
 )
 from registry.models import MLModel, ModelKind
 from registry.services import model_register
