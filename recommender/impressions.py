@@ -215,7 +215,7 @@ def impressions_drain(
 ) -> int:
     """Move buffered impressions into ``RecommendationLog``; returns the rows written
     (0 when another drainer holds the lock)."""
-    from recommender.services import impressions_write
+    from recommender.services.recommendations import impressions_write
 
     client = redis_client()
     token = uuid.uuid4().hex

@@ -1,4 +1,5 @@
-"""Celery tasks of the training pipeline: thin wrappers around ``recommender.services``.
+"""Celery tasks of the training pipeline: thin wrappers around ``recommender.services``
+(``runs``, ``stages``, ``indexes``, ``evaluation``).
 
 ``nightly_pipeline`` (Celery beat) starts a ``TrainingRun`` (the overlap lock) and
 chains one task per stage, passing the run's id. Stages are idempotent (a redelivered
@@ -10,6 +11,7 @@ failed, taken over after a dead worker) does nothing.
 """
 
 import logging
+from types import ModuleType
 
 from celery import Task, chain, shared_task
 from django.db import InterfaceError, OperationalError
@@ -41,7 +43,7 @@ class TrainingTask(Task):
         run_id = kwargs.get("run_id")
         if run_id is None:
             return
-        from recommender.services import training_run_fail
+        from recommender.services.runs import training_run_fail
 
         try:
             training_run_fail(
@@ -51,12 +53,12 @@ class TrainingTask(Task):
             logger.exception("could not mark training run %s failed", run_id)
 
 
-def _stage(function_name: str, run_id: int):
-    from recommender import services
+def _stage(module: ModuleType, function_name: str, run_id: int):
+    from recommender.services.runs import TrainingRunNotRunning
 
     try:
-        return getattr(services, function_name)(run_id=run_id)
-    except services.TrainingRunNotRunning as error:
+        return getattr(module, function_name)(run_id=run_id)
+    except TrainingRunNotRunning as error:
         logger.info("%s skipped: %s", function_name, error)
         return None
 
@@ -64,34 +66,44 @@ def _stage(function_name: str, run_id: int):
 @shared_task(base=TrainingTask, name="recommender.tasks.features_compute")
 def features_compute(*, run_id: int) -> int | None:
     """Stage 1: member features of the run, written to ``UserFeatures``."""
-    return _stage("features_compute", run_id)
+    from recommender.services import stages
+
+    return _stage(stages, "features_compute", run_id)
 
 
 @shared_task(base=TrainingTask, name="recommender.tasks.embeddings_train")
 def embeddings_train(*, run_id: int) -> int | None:
     """Stage 2: train and register an embedding version; returns its id."""
-    model = _stage("embeddings_train", run_id)
+    from recommender.services import stages
+
+    model = _stage(stages, "embeddings_train", run_id)
     return model.pk if model is not None else None
 
 
 @shared_task(base=TrainingTask, name="recommender.tasks.index_build")
 def index_build(*, run_id: int) -> int | None:
     """Stage 3: build and register the FAISS index of the run's embedding version."""
-    index = _stage("index_build", run_id)
+    from recommender.services import indexes
+
+    index = _stage(indexes, "index_build", run_id)
     return index.pk if index is not None else None
 
 
 @shared_task(base=TrainingTask, name="recommender.tasks.ranking_train")
 def ranking_train(*, run_id: int) -> int | None:
     """Stage 4: train, evaluate and register a ranking version; returns its id."""
-    model = _stage("ranking_train", run_id)
+    from recommender.services import stages
+
+    model = _stage(stages, "ranking_train", run_id)
     return model.pk if model is not None else None
 
 
 @shared_task(base=TrainingTask, name="recommender.tasks.models_evaluate")
 def models_evaluate(*, run_id: int) -> str | None:
     """Stage 5: the offline comparison and auto-promotion (if enabled and earned)."""
-    run = _stage("models_evaluate", run_id)
+    from recommender.services import evaluation
+
+    run = _stage(evaluation, "models_evaluate", run_id)
     return run.status if run is not None else None
 
 
@@ -99,7 +111,9 @@ def models_evaluate(*, run_id: int) -> str | None:
 def serving_index_refresh(*, run_id: int) -> str | None:
     """Stage 6: rebuild the serving (active) embedding version's index with the
     members who joined since, then the run's success."""
-    run = _stage("serving_index_refresh", run_id)
+    from recommender.services import indexes
+
+    run = _stage(indexes, "serving_index_refresh", run_id)
     return run.status if run is not None else None
 
 
@@ -111,7 +125,7 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
     """Start a training run and chain its stages; returns the run id, or ``None``
     when another run is in progress (the lock refused)."""
     from config.api import ApplicationError
-    from recommender.services import training_run_fail, training_run_start
+    from recommender.services.runs import training_run_fail, training_run_start
 
     try:
         run = training_run_start(trigger=trigger)
@@ -140,7 +154,7 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
 )
 def impressions_write(*, impressions: list[dict]) -> int:
     """Bulk-insert a response's impressions (embedded mode, see ``impressions_log``)."""
-    from recommender.services import impressions_write
+    from recommender.services.recommendations import impressions_write
 
     return impressions_write(impressions=impressions)
 

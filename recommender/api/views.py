@@ -8,7 +8,7 @@ from recommender.api.serializers import (
     RecommendationQuerySerializer,
     recommendation_list_data,
 )
-from recommender.services import recommendations_serve
+from recommender.services.recommendations import recommendations_serve
 
 RESPONSE_HEADERS = [
     OpenApiParameter(

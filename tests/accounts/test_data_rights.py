@@ -445,7 +445,8 @@ def test_a_like_sent_while_the_account_is_deleted_is_a_401_not_a_500(
 def test_a_member_deleted_while_training_runs_does_not_fail_the_run(
     transactional_db, settings, tmp_path, monkeypatch
 ):
-    from recommender import services, tasks
+    from recommender import tasks
+    from recommender.services import runs, stages
 
     settings.MEDIA_ROOT = str(tmp_path)
     members = [member() for _ in range(8)]
@@ -453,7 +454,7 @@ def test_a_member_deleted_while_training_runs_does_not_fail_the_run(
         InteractionFactory(actor=actor, target=target, kind=InteractionKind.LIKE)
     leaving = members[3]
     client = client_for(leaving)
-    load = services.run_data_load
+    load = runs.run_data_load
 
     def load_then_lose_a_member(*, run):
         data = load(run=run)  # the member is in the data the stage trains on
@@ -461,8 +462,8 @@ def test_a_member_deleted_while_training_runs_does_not_fail_the_run(
             assert delete_account(client).status_code == 204
         return data
 
-    monkeypatch.setattr(services, "run_data_load", load_then_lose_a_member)
-    run = services.training_run_start(trigger="test")
+    monkeypatch.setattr(stages, "run_data_load", load_then_lose_a_member)
+    run = runs.training_run_start(trigger="test")
 
     features = tasks.features_compute(run_id=run.pk)
     tasks.embeddings_train(run_id=run.pk)

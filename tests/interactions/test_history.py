@@ -13,7 +13,7 @@ from recommender import data
 from recommender.evaluation import evaluation_data_load
 from recommender.ml.data import KIND_CODES
 from recommender.ml.pipeline import cut_state, time_split
-from recommender.services import run_data_load, training_run_start
+from recommender.services.runs import run_data_load, training_run_start
 from tests.accounts.factories import member
 
 pytestmark = pytest.mark.django_db

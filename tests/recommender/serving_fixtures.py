@@ -59,7 +59,7 @@ class Trained:
 def train_and_activate() -> Trained:
     """Run the training pipeline on the current members and promote what it
     registered."""
-    from recommender.services import pipeline_run
+    from recommender.services.pipeline import pipeline_run
 
     # One thread: OpenMP pools spin-wait, many times slower on a busy shared box.
     with threadpool_limits(limits=1):

@@ -205,7 +205,7 @@ def real_engine(settings, eager_tasks):
 
 
 def train_and_promote() -> dict:
-    from recommender.services import pipeline_run
+    from recommender.services.pipeline import pipeline_run
     from registry.models import MLModel
     from registry.services import model_activate
 
@@ -299,7 +299,7 @@ def test_a_challenger_splits_members_into_stable_arms(
     seeded, media, real_engine, client_for
 ):
     from recommender.models import RecommendationLog
-    from recommender.services import pipeline_run
+    from recommender.services.pipeline import pipeline_run
     from registry.services import model_set_traffic
 
     first = train_and_promote()

@@ -58,7 +58,7 @@ def test_evaluate_without_enough_data_is_a_command_error(tmp_path):
 
 
 def test_the_nightly_evaluate_stage_stores_the_same_comparison(seeded, media):
-    from recommender.services import pipeline_run
+    from recommender.services.pipeline import pipeline_run
 
     with threadpool_limits(limits=1):
         run = pipeline_run(trigger="test")

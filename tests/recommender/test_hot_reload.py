@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from recommender import serving
-from recommender.services import index_rebuild
+from recommender.services.indexes import index_rebuild
 from registry.models import IndexArtifact, MLModel, ModelKind
 from tests.accounts.factories import UserFactory
 from tests.recommender.serving_fixtures import register_copy

@@ -10,8 +10,9 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from interactions.models import Interaction
-from recommender import impressions, services, tasks
+from recommender import impressions, tasks
 from recommender.models import RecommendationLog
+from recommender.services import recommendations
 from recommender.serving import Arm
 from tests.accounts.factories import member
 from tests.recommender import fakes
@@ -114,7 +115,9 @@ def test_a_broker_outage_writes_the_impressions_directly(
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", broker_down)
 
-    with caplog.at_level(logging.WARNING, logger="recommender.services"):
+    with caplog.at_level(
+        logging.WARNING, logger="recommender.services.recommendations"
+    ):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -132,9 +135,9 @@ def test_impressions_that_cannot_be_written_at_all_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", down)
-    monkeypatch.setattr(services, "impressions_write", database_down)
+    monkeypatch.setattr(recommendations, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services"):
+    with caplog.at_level(logging.ERROR, logger="recommender.services.recommendations"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -387,7 +390,9 @@ def test_redis_down_writes_the_impressions_directly(
 ):
     buffer.kill()
 
-    with caplog.at_level(logging.WARNING, logger="recommender.services"):
+    with caplog.at_level(
+        logging.WARNING, logger="recommender.services.recommendations"
+    ):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -402,9 +407,9 @@ def test_redis_and_database_down_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     buffer.kill()
-    monkeypatch.setattr(services, "impressions_write", database_down)
+    monkeypatch.setattr(recommendations, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services"):
+    with caplog.at_level(logging.ERROR, logger="recommender.services.recommendations"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200

@@ -7,7 +7,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from config.api import ApplicationError
-from recommender import services
+from recommender import data
 from recommender.artifacts import model_artifact_load
 from recommender.ml.features import FEATURE_VERSION
 from recommender.models import (
@@ -16,13 +16,10 @@ from recommender.models import (
     UserEmbedding,
     UserFeatures,
 )
-from recommender.services import (
-    TrainingRunNotRunning,
-    embeddings_train,
-    features_compute,
-    index_build,
-    training_run_start,
-)
+from recommender.services.evaluation import models_evaluate
+from recommender.services.indexes import index_build, serving_index_refresh
+from recommender.services.runs import TrainingRunNotRunning, training_run_start
+from recommender.services.stages import embeddings_train, features_compute
 from registry.models import IndexArtifact, MLModel, ModelKind
 
 pytestmark = pytest.mark.django_db
@@ -72,8 +69,8 @@ def test_a_run_with_a_stale_heartbeat_is_taken_over(settings):
 
 def test_a_finished_run_does_not_block_the_next():
     run = training_run_start(trigger="cli")
-    services.models_evaluate(run_id=run.pk)
-    services.serving_index_refresh(run_id=run.pk)
+    models_evaluate(run_id=run.pk)
+    serving_index_refresh(run_id=run.pk)
 
     assert training_run_start(trigger="cli").pk != run.pk
 
@@ -129,7 +126,7 @@ def test_a_failure_while_registering_leaves_no_model_and_no_file(
     def crash(**kwargs):
         raise RuntimeError("worker died while writing vectors")
 
-    monkeypatch.setattr(services.db, "user_embeddings_write", crash)
+    monkeypatch.setattr(data, "user_embeddings_write", crash)
 
     with pytest.raises(RuntimeError):
         embeddings_train(run_id=run.pk)

@@ -10,10 +10,12 @@ from django.db import OperationalError
 
 from accounts.models import User
 from config.celery import app
-from recommender import services, tasks
+from recommender import tasks
 from recommender.artifacts import index_artifact_load
 from recommender.models import TrainingRun, TrainingRunStatus, UserEmbedding
-from recommender.services import index_rebuild, training_run_start
+from recommender.services import indexes
+from recommender.services.indexes import index_rebuild
+from recommender.services.runs import training_run_start
 from registry.models import IndexArtifact, MLModel, ModelKind
 from registry.selectors import index_get_serving
 from tests.accounts.factories import member
@@ -182,7 +184,7 @@ def test_a_refresh_that_loses_its_database_mid_registration_is_retried_cleanly(
     newcomer = _newcomer_for(viewer)
     run = training_run_start(trigger="celery")
     before = set(IndexArtifact.objects.values_list("pk", flat=True))
-    register = services._index_rebuild_register
+    register = indexes._index_rebuild_register
     calls = []
 
     def connection_lost_once(prepared):
@@ -192,7 +194,7 @@ def test_a_refresh_that_loses_its_database_mid_registration_is_retried_cleanly(
             raise OperationalError("server closed the connection unexpectedly")
         return result
 
-    monkeypatch.setattr(services, "_index_rebuild_register", connection_lost_once)
+    monkeypatch.setattr(indexes, "_index_rebuild_register", connection_lost_once)
 
     assert tasks.serving_index_refresh.delay(run_id=run.pk).get() == "succeeded"
 
@@ -214,7 +216,7 @@ def test_a_rebuild_from_older_data_never_replaces_a_fresher_serving_index(
     read the members later serves, whichever registers last."""
     _newcomer_for(viewer)
     run = training_run_start(trigger="celery")
-    prepare = services._index_rebuild_prepare
+    prepare = indexes._index_rebuild_prepare
     operator = {}
 
     def operator_rebuilds_meanwhile(*, active, report):
@@ -224,7 +226,7 @@ def test_a_rebuild_from_older_data_never_replaces_a_fresher_serving_index(
             operator["result"] = index_rebuild()
         return prepared
 
-    monkeypatch.setattr(services, "_index_rebuild_prepare", operator_rebuilds_meanwhile)
+    monkeypatch.setattr(indexes, "_index_rebuild_prepare", operator_rebuilds_meanwhile)
 
     assert tasks.serving_index_refresh.delay(run_id=run.pk).get() == "succeeded"
 

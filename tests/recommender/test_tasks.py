@@ -2,9 +2,11 @@ import pytest
 from django.db import OperationalError
 
 from config.celery import app
-from recommender import services, tasks
+from recommender import tasks
 from recommender.models import TrainingRun, TrainingRunStatus
-from recommender.services import training_run_start
+from recommender.services import stages
+from recommender.services.pipeline import STAGES
+from recommender.services.runs import training_run_fail, training_run_start
 from registry.models import MLModel, ModelKind
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +28,7 @@ def test_nightly_pipeline_chains_every_stage(seeded, media):
     run = TrainingRun.objects.get(pk=run_id)
     assert run.status == TrainingRunStatus.SUCCEEDED, run.error
     assert run.trigger == "celery"
-    assert set(run.summary["stages"]) == set(services.STAGES)
+    assert set(run.summary["stages"]) == set(STAGES)
     assert MLModel.objects.filter(kind=ModelKind.EMBEDDING).count() == 1
     assert MLModel.objects.filter(kind=ModelKind.RANKING).count() == 1
     assert not MLModel.objects.filter(is_active=True).exists()
@@ -41,7 +43,7 @@ def test_nightly_pipeline_does_not_start_while_a_run_is_in_progress():
 
 def test_a_stage_of_a_run_that_is_no_longer_running_does_nothing(seeded, media):
     run = training_run_start(trigger="cli")
-    services.training_run_fail(run_id=run.pk, error="taken over")
+    training_run_fail(run_id=run.pk, error="taken over")
 
     assert tasks.embeddings_train.delay(run_id=run.pk).get() is None
     assert not MLModel.objects.exists()
@@ -67,7 +69,7 @@ def test_transient_database_errors_are_retried(monkeypatch):
             raise OperationalError("server closed the connection unexpectedly")
         return 7
 
-    monkeypatch.setattr(services, "features_compute", flaky)
+    monkeypatch.setattr(stages, "features_compute", flaky)
 
     assert tasks.features_compute.delay(run_id=run.pk).get() == 7
     assert calls == [run.pk, run.pk]
@@ -79,7 +81,7 @@ def test_a_stage_that_fails_for_good_marks_its_run_failed(monkeypatch):
     def broken(*, run_id):
         raise ValueError("no interactions to learn from")
 
-    monkeypatch.setattr(services, "features_compute", broken)
+    monkeypatch.setattr(stages, "features_compute", broken)
 
     result = tasks.features_compute.delay(run_id=run.pk)
 

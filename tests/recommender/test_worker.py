@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.demo import demo_seed
 from recommender.models import TrainingRun, TrainingRunStatus, UserEmbedding
-from recommender.services import STAGES
+from recommender.services.pipeline import STAGES
 from registry.models import IndexArtifact, MLModel, ModelKind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,7 +227,7 @@ def test_a_worker_killed_while_registering_the_serving_index_leaves_it_serving(
     registration: the previous index keeps serving, nothing half-built is
     registered, and the redelivered stage builds it once."""
     from recommender.artifacts import index_artifact_load
-    from recommender.services import training_run_start
+    from recommender.services.runs import training_run_start
     from recommender.tasks import serving_index_refresh
     from registry.selectors import index_get_serving
     from tests.accounts.factories import member
@@ -241,7 +241,7 @@ def test_a_worker_killed_while_registering_the_serving_index_leaves_it_serving(
     marker = tmp_path / "hang-marker"
     hanging = start(
         app="tests.recommender.slow_worker",
-        KINDRED_TEST_HANG_AFTER="recommender.services:index_register",
+        KINDRED_TEST_HANG_AFTER="recommender.services.indexes:index_register",
         KINDRED_TEST_HANG_MARKER=str(marker),
     )
 

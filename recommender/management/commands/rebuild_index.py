@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
 from config.api import ApplicationError
-from recommender.services import index_rebuild
+from recommender.services.indexes import index_rebuild
 
 
 class Command(BaseCommand):

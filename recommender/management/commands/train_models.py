@@ -5,7 +5,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from config.api import ApplicationError
-from recommender.services import STAGES, pipeline_run
+from recommender.services.pipeline import STAGES, pipeline_run
 from registry.models import MLModel, ModelKind
 from registry.selectors import model_get_active
 

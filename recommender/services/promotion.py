@@ -1,0 +1,117 @@
+"""Promotion policy: the gate of a new ranking version against the active one
+(:func:`compare_with_active`) and the automatic promotion a run decides from it
+(:func:`auto_promote`, only with ``KINDRED["AUTO_PROMOTE"]``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from recommender.artifacts import model_artifact_load
+from recommender.ml.features import FEATURE_VERSION
+from recommender.models import TrainingRun
+from registry.models import MLModel, ModelKind
+from registry.selectors import model_get_active
+from registry.services import model_activate
+
+logger = logging.getLogger(__name__)
+
+AUTO_PROMOTION_ACTOR = "auto-promotion"
+
+
+def compare_with_active(result) -> dict:
+    """Score the new model and the active ranking version on the same holdout (same
+    pairs, feature store and embeddings).
+
+    The new version "beats" the active one when its holdout NDCG@10 is higher, or
+    equal with a higher AUC. With no active version there is nothing to beat; an
+    active version that cannot be scored (other feature version, unreadable
+    artifact) is not beaten automatically: a person decides.
+    """
+    from recommender.ml import pipeline
+
+    def holdout_scores(model) -> dict:
+        scores = pipeline.evaluate_ranking(
+            model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
+        )
+        return {key: scores.get(key) for key in ("auc", "ndcg@10")}
+
+    new = holdout_scores(result.model)
+    active = model_get_active(kind=ModelKind.RANKING)
+    if active is None:
+        return {"active_version": None, "new": new, "beats_active": True}
+    try:
+        active_model = model_artifact_load(model=active)
+        if getattr(active_model, "feature_version", None) != FEATURE_VERSION:
+            raise ValueError(
+                f"it uses features {getattr(active_model, 'feature_version', '?')}, "
+                f"not {FEATURE_VERSION}"
+            )
+        old = holdout_scores(active_model)
+    except Exception as error:  # noqa: BLE001 - an unreadable rival is not a win
+        logger.warning("could not score active ranking v%s: %s", active.version, error)
+        return {
+            "active_version": active.version,
+            "new": new,
+            "active": None,
+            "beats_active": False,
+            "reason": f"active version not comparable: {error}",
+        }
+    beats = (new["ndcg@10"], new["auc"]) > (old["ndcg@10"], old["auc"])
+    return {
+        "active_version": active.version,
+        "new": new,
+        "active": old,
+        "beats_active": bool(beats),
+    }
+
+
+def auto_promote(run: TrainingRun) -> list[dict]:
+    if not settings.KINDRED["AUTO_PROMOTE"]:
+        return [{"promoted": False, "reason": "AUTO_PROMOTE is off"}]
+    gate = run.summary.get("ranking_gate") or {}
+    decisions = []
+    ranking_wins = bool(gate.get("beats_active")) and run.ranking_model_id is not None
+    if run.ranking_model_id is not None:
+        decisions.append(
+            _promote_if(
+                run.ranking_model_id,
+                ranking_wins,
+                _gate_reason(gate),
+            )
+        )
+    if run.embedding_model_id is not None:
+        no_active = model_get_active(kind=ModelKind.EMBEDDING) is None
+        decisions.append(
+            _promote_if(
+                run.embedding_model_id,
+                ranking_wins or no_active,
+                "no active embedding version"
+                if no_active
+                else "promoted with its ranking model: " + _gate_reason(gate),
+            )
+        )
+    return decisions
+
+
+def _gate_reason(gate: dict) -> str:
+    if gate.get("active_version") is None:
+        return "no active ranking version"
+    return (
+        f"holdout NDCG@10/AUC new {gate.get('new')} vs active "
+        f"v{gate.get('active_version')} {gate.get('active')}"
+        + (f" ({gate['reason']})" if gate.get("reason") else "")
+    )
+
+
+def _promote_if(model_id: int, condition: bool, reason: str) -> dict:
+    model = MLModel.objects.get(pk=model_id)
+    decision = {"kind": model.kind, "version": model.version, "reason": reason}
+    if not condition or model.is_active:
+        return {**decision, "promoted": False}
+    model_activate(
+        model=model, actor=None, actor_label=AUTO_PROMOTION_ACTOR, reason=reason
+    )
+    return {**decision, "promoted": True}

@@ -1,0 +1,147 @@
+"""The layout's rules, read from the source: no import cycles between our modules,
+the ML library free of Django, and modules small enough to read (who may import
+whom across apps: tests/test_layers.py).
+
+Imports are read with ``ast`` — every ``import`` and ``from … import`` anywhere in
+a module, inside functions included: an import deferred into a function still
+makes the two modules depend on each other, it only hides the cycle from Python.
+Only imports under ``if TYPE_CHECKING:`` (annotations, never run) are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("accounts", "config", "interactions", "recommender", "registry")
+MAX_LINES = 550  # "about 500"
+LONGER_ALLOWED = {"recommender.ml.synthetic"}  # the planted-data generator
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for app in APPS:
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def _imported(name: str, path: Path, known: set[str]) -> set[str]:
+    """Our modules that ``name`` imports (a ``from package import module`` counts
+    as importing the module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in _import_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            # `import a.b.c` imports a.b.c; count the deepest module of ours.
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _import_nodes(tree: ast.AST):
+    """Every import node of ``tree`` outside ``if TYPE_CHECKING:`` blocks."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imported(name, path, known) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
+        ["a", "b", "c"]
+    ]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles(graph):
+    assert _cycles(graph) == []
+
+
+def test_the_ml_library_imports_nothing_of_ours_outside_it(graph):
+    # recommender/ml is the pure library (numpy, scikit-learn, FAISS; no Django):
+    # serving, training and evaluate adapt it, never the other way round.
+    outside = sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name.startswith("recommender.ml")
+        for target in targets
+        if not target.startswith("recommender.ml")
+    )
+    assert outside == []
+
+
+def test_no_module_is_too_long_to_read():
+    long = {
+        name: lines
+        for name, path in _modules().items()
+        if name not in LONGER_ALLOWED
+        and (lines := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
