@@ -23,12 +23,14 @@ from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.evaluation import (
     EvaluationConfig,
     EvaluationResult,
+    strategies_evaluate,
+)
+from recommender.ml.evaluation_report import (
     comparison_lines,
     recall_table,
     report_chart,
     report_markdown,
     report_table,
-    strategies_evaluate,
 )
 from recommender.ml.ranking import RankingModel
 

@@ -2,14 +2,14 @@
 
 Protocol (what ``manage.py evaluate`` and the nightly evaluate stage report):
 
-1. **Time split** — :func:`recommender.ml.pipeline.time_split`: the last
+1. **Time split** — :func:`recommender.ml.cut.time_split`: the last
    ``holdout_fraction`` of the interactions (by time) are the *test period*, from
    ``t_holdout`` on. Everything a strategy uses is fitted on interactions before
    ``t_holdout``; hyperparameters are chosen on a *validation slice of the training
    period* (fitted before ``t_label``, scored on ``[t_label, t_holdout)``), never
    on the test period.
 2. **The served pipeline** (``kindred``) is not re-implemented here: each test
-   viewer's state at the cut (:class:`~recommender.ml.pipeline.CutState`) goes
+   viewer's state at the cut (:class:`~recommender.ml.cut.CutState`) goes
    through ``recommender.ml.recommend.pipeline_run`` and ``final_ranking`` — the
    hard filters, candidate sources, ranking model, reciprocal scoring, freshness
    boost and diversity that serving runs per request, with the ranking model
@@ -47,23 +47,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from recommender.ml import peers as peer_lib
 from recommender.ml.candidates import SOURCES, interest_jaccard
+from recommender.ml.cut import CutState
 from recommender.ml.data import InteractionArrays, MemberArrays, sorted_positions
-from recommender.ml.metrics import ranking_metrics, roc_auc
-from recommender.ml.pipeline import (
-    CutState,
-    Split,
-    cut_state,
-    json_safe,
-    state_with_index,
-    time_split,
-    train_ranking_stage,
+from recommender.ml.evaluation_fit import (
+    SERVED,
+    EvaluationConfig,
+    EvaluationResult,
+    Fitted,
+    fit_at_cut,
+    sampled_cases,
+    strategies_of,
 )
+from recommender.ml.metrics import exposure_concentration, ranking_metrics, roc_auc
+from recommender.ml.pipeline import json_safe
 from recommender.ml.ranking import RankingModel
 from recommender.ml.recommend import (
     final_ranking,
@@ -73,252 +73,7 @@ from recommender.ml.recommend import (
     viewer_context,
 )
 
-SERVED = "kindred"
-PEER_NAMES = ("als", "ease", "item_knn", "user_knn")
-STRATEGIES = (
-    "random",
-    "popularity",
-    "liked_you_then_popularity",
-    "content",
-    "collaborative",
-    *(name + suffix for name in PEER_NAMES for suffix in ("", "_reciprocal")),
-    SERVED,
-)
-
-
-def strategies_of(config: EvaluationConfig) -> tuple[str, ...]:
-    """The strategies an evaluation with ``config`` compares, in report order."""
-    peers = {name + suffix for name in config.peers for suffix in ("", "_reciprocal")}
-    return tuple(
-        name
-        for name in STRATEGIES
-        if name in BASELINES or name in peers or name == SERVED
-    )
-
-
-STRATEGY_LABELS = {
-    "random": "random",
-    "popularity": "popularity",
-    "liked_you_then_popularity": "liked you, then popularity",
-    "content": "content-only",
-    "collaborative": "collaborative-only (embeddings)",
-    "als": "ALS (implicit)",
-    "als_reciprocal": "ALS + reciprocal",
-    "ease": "EASE",
-    "ease_reciprocal": "EASE + reciprocal",
-    "item_knn": "item-kNN",
-    "item_knn_reciprocal": "item-kNN + reciprocal",
-    "user_knn": "user-kNN",
-    "user_knn_reciprocal": "user-kNN + reciprocal",
-    SERVED: "Kindred two-stage pipeline (served)",
-}
-BASELINES = (
-    "random",
-    "popularity",
-    "liked_you_then_popularity",
-    "content",
-    "collaborative",
-)
-PROTOCOLS = ("everyone", "labelled")
-VALIDATION_VIEWERS = 300
 _KEY_SHIFT = np.int64(1) << np.int64(32)
-
-
-@dataclass
-class EvaluationConfig:
-    """Knobs of :func:`strategies_evaluate` (defaults = the nightly recipe's split)."""
-
-    k: int = 10
-    holdout_fraction: float = 0.15
-    label_fraction: float = 0.15
-    seed: int = 0
-    max_viewers: int = 1_000
-    embedding_kwargs: dict = field(default_factory=dict)
-    threads: int | None = None
-    peers: tuple[str, ...] = PEER_NAMES
-
-
-@dataclass
-class Fitted:
-    """What the strategies know at the cut: the split, the served ranking model,
-    the holdout :class:`CutState` and the fitted peers by strategy name."""
-
-    split: Split
-    model: RankingModel
-    state: CutState
-    peers: dict[str, peer_lib.Peer]
-    tuning: dict
-
-
-@dataclass
-class EvaluationResult:
-    """``report`` is the JSON-able result (see :func:`strategies_evaluate`);
-    ``fitted`` what the strategies were fitted on (for inspection and tests)."""
-
-    report: dict
-    fitted: Fitted
-
-
-def _like_graph(
-    state: CutState, history: InteractionArrays, *, every_kind: bool = False
-) -> peer_lib.LikeGraph:
-    """The positive interactions of ``history`` (with ``every_kind``: all of
-    them, the implicit feedback "rated at all") in the state's member rows."""
-    store = state.population.store
-    if not every_kind:
-        history = history.select(history.is_positive)
-    actor, target = store.index_of(history.actor), store.index_of(history.target)
-    known = (actor >= 0) & (target >= 0)
-    return peer_lib.LikeGraph(n=store.n, actor=actor[known], target=target[known])
-
-
-# Peers may learn from likes only or from every interaction (implicit feedback:
-# who rated whom at all); which is better is chosen on the validation slice.
-FEEDBACK = ("likes", "interactions")
-
-
-def _validation_cases(
-    members: MemberArrays, split: Split, config: EvaluationConfig
-) -> tuple[CutState, list[peer_lib.ValidationCase]]:
-    """The validation slice: the state at ``t_label`` and, for a seeded sample of
-    viewers who liked someone in ``[t_label, t_holdout)``, every member the filters
-    allowed them at ``t_label`` with those likes as relevant."""
-    state = cut_state(
-        members,
-        split.history_for_training,
-        split.t_label,
-        {"seed": config.seed, **config.embedding_kwargs},
-    )
-    labels = split.training_labels
-    cases = _cases(state, labels, VALIDATION_VIEWERS, config.seed)
-    return state, [
-        peer_lib.ValidationCase(viewer=v, candidates=allowed, relevant=y)
-        for v, allowed, y, _ in cases
-    ]
-
-
-def _cases(state: CutState, labels: InteractionArrays, limit: int, seed: int):
-    """(viewer row, allowed rows int64, relevant bool, user id) for a seeded
-    sample of ``limit`` viewers with a like in ``labels`` that the filters allow
-    at the state's cut."""
-    store = state.population.store
-    positive = labels.select(labels.is_positive)
-    viewers = np.unique(positive.actor)
-    viewers = viewers[store.index_of(viewers) >= 0]
-    rng = np.random.default_rng(seed)
-    if viewers.shape[0] > limit:
-        viewers = np.sort(rng.choice(viewers, size=limit, replace=False))
-    cases = []
-    for user_id in viewers.tolist():
-        viewer = state.viewer(user_id)
-        context = viewer_context(
-            state.population,
-            viewer,
-            embedding=None,
-            today=state.today,
-            now_ts=state.now_ts,
-        )
-        allowed = np.flatnonzero(context.mask)
-        liked = store.index_of(positive.target[positive.actor == user_id])
-        y = np.isin(allowed, liked)
-        if y.any():
-            row = int(store.index_of(np.array([user_id]))[0])
-            cases.append((row, allowed, y, user_id))
-    return cases
-
-
-def fit_at_cut(
-    members: MemberArrays,
-    interactions: InteractionArrays,
-    *,
-    config: EvaluationConfig,
-    ranking_model: RankingModel | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Fitted:
-    """Fit every strategy on the interactions before the test period.
-
-    Without ``ranking_model`` one is trained with the nightly recipe
-    (:func:`~recommender.ml.pipeline.train_ranking_stage`, same split fractions);
-    with one (e.g. the version a nightly run just registered, trained on the same
-    data and split), it is used as is. Peers are tuned on the validation slice
-    (module docstring), then refitted on everything before the cut.
-    """
-    report = progress or (lambda message: None)
-    embedding_kwargs = {"seed": config.seed, **config.embedding_kwargs}
-    if ranking_model is None:
-        stage = train_ranking_stage(
-            members,
-            interactions,
-            embedding_kwargs,
-            None,
-            config.seed,
-            holdout_fraction=config.holdout_fraction,
-            label_fraction=config.label_fraction,
-            k=config.k,
-            progress=report,
-            threads=config.threads,
-        )
-        split, model = stage.split, stage.model
-        report("holdout index")
-        state = state_with_index(stage.holdout)
-    else:
-        split = time_split(
-            interactions,
-            holdout_fraction=config.holdout_fraction,
-            label_fraction=config.label_fraction,
-        )
-        report("holdout state")
-        state = cut_state(
-            members, split.history_for_holdout, split.t_holdout, embedding_kwargs
-        )
-        model = ranking_model
-
-    report("peers: validation slice")
-    validation_state, cases = _validation_cases(members, split, config)
-    graphs = {
-        feedback: (
-            _like_graph(
-                validation_state,
-                split.history_for_training,
-                every_kind=feedback == "interactions",
-            ),
-            _like_graph(
-                state, split.history_for_holdout, every_kind=feedback == "interactions"
-            ),
-        )
-        for feedback in FEEDBACK
-    }
-    fitted: dict[str, peer_lib.Peer] = {}
-    tuning: dict = {}
-    for name in ("popularity", "liked_you_then_popularity", *config.peers):
-        report(f"peers: {name}")
-        grid = peer_lib.DEFAULT_GRIDS.get(name, [{}])
-        extra = {"threads": 1} if name == "als" else {}
-        feedback, chosen = "likes", grid[0]
-        if name in config.peers and cases:
-            best = -np.inf
-            tuning[name] = {}
-            for kind in FEEDBACK:
-                _, tuned = peer_lib.tune(
-                    lambda params, name=name, extra=extra: peer_lib.make_peer(
-                        name, {**params, **extra}
-                    ),
-                    grid,
-                    graphs[kind][0],
-                    cases,
-                    k=config.k,
-                )
-                tuning[name][kind] = tuned
-                value = np.nan_to_num(max(tuned["ndcg"].values()), nan=-1.0)
-                if value > best:
-                    best, feedback, chosen = value, kind, tuned["chosen"]
-            tuning[name]["chosen"] = {"feedback": feedback, **chosen}
-        graph = graphs[feedback][1]
-        peer = peer_lib.make_peer(name, {**chosen, **extra}).fit(graph)
-        fitted[name] = peer
-        if name in config.peers:
-            fitted[name + "_reciprocal"] = peer_lib.ReciprocalPeer(peer).fit(graph)
-    return Fitted(split=split, model=model, state=state, peers=fitted, tuning=tuning)
 
 
 class _MutualPairs:
@@ -446,7 +201,7 @@ def strategies_evaluate(
     report("ranking test viewers among everyone")
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed + 1)
-    cases = _cases(state, test, config.max_viewers, config.seed)
+    cases = sampled_cases(state, test, config.max_viewers, config.seed)
     if not cases:
         raise ValueError("no test viewer has a held-out like the filters allow")
     keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"mutual@{k}")
@@ -504,9 +259,7 @@ def strategies_evaluate(
             "labelled": {
                 key: value for key, value in labelled[name].items() if key != "auc"
             },
-            "exposure": peer_lib.exposure_concentration(
-                np.concatenate(shown[name]), store.n
-            ),
+            "exposure": exposure_concentration(np.concatenate(shown[name]), store.n),
         }
     comparisons = {}
     for metric, j in ((f"ndcg@{k}", 2), (f"mutual@{k}", 3)):
@@ -637,150 +390,3 @@ def _served_pairs(fitted: Fitted, user_id: int, rows: np.ndarray) -> np.ndarray:
         backward,
         passed_viewer=np.isin(rows, context.signals.passers),
     )
-
-
-# --- reports --------------------------------------------------------------------------
-
-
-def report_table(report: dict, *, protocol: str) -> list[list[str]]:
-    """Rows (header first) of one protocol's table: strategy, AUC, the top-k
-    metrics and (among everyone) exposure; values to 3 decimals ("–" where
-    undefined)."""
-    k = report["k"]
-    columns = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
-    if protocol == "everyone":
-        columns.append(f"mutual@{k}")
-    header = ["strategy", "AUC", *columns]
-    if protocol == "everyone":
-        header += ["exposure Gini", "top 1 % share"]
-    table = [header]
-    for name in STRATEGIES:
-        entry = report["strategies"].get(name)
-        if entry is None:
-            continue
-        metrics = entry[protocol]
-        row = [
-            STRATEGY_LABELS[name],
-            _fmt(entry["auc"]),
-            *(_fmt(metrics.get(c)) for c in columns),
-        ]
-        if protocol == "everyone":
-            row += [
-                _fmt(entry["exposure"]["gini"]),
-                _fmt(entry["exposure"]["top1_share"]),
-            ]
-        table.append(row)
-    return table
-
-
-def recall_table(report: dict) -> list[list[str]]:
-    """Rows (header first): candidate recall and mean candidates per source."""
-    table = [["candidate source", "recall of held-out likes", "mean candidates"]]
-    for name, entry in report["candidate_recall"].items():
-        table.append([name, _fmt(entry["recall"]), _fmt(entry["mean_candidates"], 1)])
-    return table
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "–" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _markdown_table(table: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
-    return lines + ["| " + " | ".join(row) + " |" for row in table[1:]]
-
-
-def comparison_lines(report: dict) -> list[str]:
-    """The served pipeline minus the best other strategy, per metric, with the
-    95 % bootstrap interval of the paired difference over viewers."""
-    lines = []
-    for metric, other in report["best_other"].items():
-        entry = report["comparisons"][f"{SERVED}_minus_{other}:{metric}"]
-        low, high = entry["ci95"]
-        verdict = (
-            "better"
-            if low is not None and low > 0
-            else "worse"
-            if high is not None and high < 0
-            else "not distinguishable"
-        )
-        lines.append(
-            f"{metric}: served − best other ({STRATEGY_LABELS[other]}) = "
-            f"{entry['mean']:+.3f} (95 % CI {_fmt(low)} … {_fmt(high)}): {verdict}"
-        )
-    return lines
-
-
-def report_markdown(report: dict, *, title: str, chart: str | None = None) -> str:
-    """The report as Markdown: both protocols' tables, candidate recall, the
-    comparisons, the split and counts."""
-    counts = report["counts"]
-    lines = [f"## {title}", ""]
-    lines.append(
-        f"{counts['members']:,} members, {counts['interactions']:,} interactions; "
-        f"trained on {counts['training_interactions']:,} before the cut, tested on "
-        f"{counts['test_interactions']:,} after it ({counts['test_likes']:,} likes, "
-        f"{counts['test_dislikes']:,} dislikes; "
-        f"{counts['mutual_pairs_formed_in_test']:,} mutual likes completed). "
-        f"{counts['viewers_ranked_among_everyone']:,} viewers ranked among everyone. "
-        f"Ranking model: {counts['ranking_model_type']}, reciprocal weight "
-        f"{counts['reciprocal_weight']:g}."
-    )
-    if counts.get("serving_order", "model") != "model":
-        lines[-1] += (
-            f" The order {counts['serving_order']!r} beat the model on validation,"
-            " so the served pipeline ranks its candidates by that order."
-        )
-    lines.append("")
-    for protocol, heading in (
-        ("everyone", "Ranked among everyone the strategy may recommend"),
-        ("labelled", "Ranked among the pairs rated in the test period"),
-    ):
-        lines += [f"**{heading}** (AUC: like vs dislike on held-out pairs)", ""]
-        lines += _markdown_table(report_table(report, protocol=protocol))
-        lines.append("")
-    lines += ["**Candidate recall** (served sources, among everyone)", ""]
-    lines += _markdown_table(recall_table(report))
-    lines.append("")
-    lines += [f"- {line}" for line in comparison_lines(report)]
-    lines.append("")
-    if chart:
-        lines += [f"![{title}]({chart})", ""]
-    return "\n".join(lines)
-
-
-def report_chart(report: dict, path, *, title: str) -> None:
-    """Write a PNG bar chart comparing the strategies (NDCG@k and mutual@k among
-    everyone, AUC, exposure Gini) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = report["k"]
-    panels = (
-        (f"NDCG@{k}, among everyone", lambda e: e["everyone"][f"ndcg@{k}"]),
-        (f"mutual@{k}, among everyone", lambda e: e["everyone"][f"mutual@{k}"]),
-        ("AUC (like vs dislike)", lambda e: e["auc"]),
-        ("exposure Gini", lambda e: e["exposure"]["gini"]),
-    )
-    names = [name for name in STRATEGIES if name in report["strategies"]]
-    labels = [STRATEGY_LABELS[name] for name in names]
-    colors = ["#0d47a1" if name == SERVED else "#90a4ae" for name in names]
-    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4.4), dpi=80)
-    for ax, (panel, get) in zip(axes, panels, strict=True):
-        values = [get(report["strategies"][s]) for s in names]
-        values = [0.0 if v is None else v for v in values]
-        ax.barh(labels, values, color=colors)
-        ax.set_title(panel, fontsize=10)
-        ax.invert_yaxis()
-        ax.tick_params(labelsize=8)
-        for i, value in enumerate(values):
-            ax.text(value, i, f" {value:.3f}", va="center", fontsize=7)
-        ax.set_xlim(0, max(max(values) * 1.25, 0.05))
-        if ax is not axes[0]:
-            ax.set_yticklabels([])
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -137,3 +137,28 @@ def _grouped(
         "ndcg": float(np.mean(dcg[valid] / idcg[valid])),
         "groups": int(valid.sum()),
     }
+
+
+def exposure_concentration(shown: np.ndarray, n: int) -> dict:
+    """How concentrated impressions are over the pool.
+
+    ``shown``: int64 rows of every impression (all viewers' top-k concatenated), in
+    ``[0, n)``; ``n`` members in the pool. Returns ``{"gini": Gini coefficient of the
+    impression counts over all n members (0 = equal, 1 - 1/n when one member gets
+    everything), "top1_share": share of impressions going to the max(1, n // 100)
+    most shown members}``; both nan without impressions.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    shown = np.asarray(shown, dtype=np.int64).reshape(-1)
+    if shown.size and (shown.min() < 0 or shown.max() >= n):
+        raise ValueError(f"rows must lie in [0, {n})")
+    counts = np.bincount(shown, minlength=n).astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        return {"gini": float("nan"), "top1_share": float("nan")}
+    ascending = np.sort(counts)
+    rank = np.arange(1, n + 1, dtype=np.float64)
+    gini = 2.0 * np.dot(rank, ascending) / (n * total) - (n + 1.0) / n
+    top = max(1, n // 100)
+    return {"gini": float(gini), "top1_share": float(ascending[-top:].sum() / total)}

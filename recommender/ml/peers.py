@@ -40,14 +40,13 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from recommender.ml.metrics import ndcg_at_k
+from recommender.ml.peer_math import cosine_top_k, ease_weights
 
 # Rows of the similarity matrices computed at once by the kNN peers: bounds the
 # memory of the unpruned co-like counts (a popular member's likers are all co-likers).
-_KNN_CHUNK = 2_048
 
 
 @dataclass(eq=False)
@@ -287,7 +286,7 @@ class EASEPeer(Peer):
         self.column = np.full(graph.n, -1, dtype=np.int64)
         self.column[self.items] = np.arange(self.items.shape[0])
         self.x = graph.csr[:, self.items].tocsr()  # (n, m)
-        self.b = _ease_weights(self.x, self.params["l2"], self.params["threads"])
+        self.b = ease_weights(self.x, self.params["l2"], self.params["threads"])
 
     def _scores(self, viewer: int, cands: np.ndarray) -> np.ndarray:
         item_scores = np.asarray(self.x[viewer] @ self.b).ravel()
@@ -335,7 +334,7 @@ class ItemKNNPeer(_SparseProductPeer):
     def _fit(self, graph: LikeGraph) -> None:
         p = self.params
         self.left = graph.csr
-        self.right = _cosine_top_k(graph.csr_t, p["neighbours"], p["shrinkage"])
+        self.right = cosine_top_k(graph.csr_t, p["neighbours"], p["shrinkage"])
         self.right_t = self.right.T.tocsr()
 
 
@@ -352,7 +351,7 @@ class UserKNNPeer(_SparseProductPeer):
 
     def _fit(self, graph: LikeGraph) -> None:
         p = self.params
-        self.left = _cosine_top_k(graph.csr, p["neighbours"], p["shrinkage"])
+        self.left = cosine_top_k(graph.csr, p["neighbours"], p["shrinkage"])
         self.right = graph.csr
         self.right_t = graph.csr_t
 
@@ -500,29 +499,6 @@ def tune(
     return peer, {"chosen": chosen, "ndcg": ndcg}
 
 
-def exposure_concentration(shown: np.ndarray, n: int) -> dict:
-    """How concentrated impressions are over the pool.
-
-    ``shown``: int64 rows of every impression (all viewers' top-k concatenated), in
-    ``[0, n)``; ``n`` members in the pool. Returns ``{"gini": Gini coefficient of the
-    impression counts over all n members (0 = equal, 1 - 1/n when one member gets
-    everything), "top1_share": share of impressions going to the max(1, n // 100)
-    most shown members}``; both nan without impressions.
-    """
-    if n < 1:
-        raise ValueError("n must be >= 1")
-    shown = _rows(shown, n)
-    counts = np.bincount(shown, minlength=n).astype(np.float64)
-    total = counts.sum()
-    if total == 0:
-        return {"gini": float("nan"), "top1_share": float("nan")}
-    ascending = np.sort(counts)
-    rank = np.arange(1, n + 1, dtype=np.float64)
-    gini = 2.0 * np.dot(rank, ascending) / (n * total) - (n + 1.0) / n
-    top = max(1, n // 100)
-    return {"gini": float(gini), "top1_share": float(ascending[-top:].sum() / total)}
-
-
 def _row(row: int, n: int) -> int:
     row = int(row)
     if not 0 <= row < n:
@@ -551,68 +527,3 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     if not high > low:
         return np.ones_like(values)
     return (values - low) / (high - low)
-
-
-def _ease_weights(x: sp.csr_matrix, l2: float, threads: int) -> np.ndarray:
-    """float32 (m, m) EASE weights for the binary (n, m) matrix ``x``.
-
-    Works in place on one float64 (m, m) array (plus the float32 result): at the
-    default 4,000 items that is 128 + 64 MB.
-    """
-    m = x.shape[1]
-    if m == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    gram = (x.T @ x).astype(np.float64).toarray()
-    gram[np.diag_indices(m)] += l2
-    with threadpool_limits(limits=threads, user_api="blas"):
-        # Cholesky inverse: XᵀX + l2·I is symmetric positive definite for l2 > 0.
-        factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True, clean=False)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"EASE Gram matrix not positive (info {info})")
-        precision, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"EASE inversion failed (info {info})")
-    del gram, factor
-    # dpotri fills the upper triangle only; mirror it block by block.
-    for start in range(0, m, 512):
-        rows = slice(start, min(start + 512, m))
-        precision[rows, :start] = precision[:start, rows].T
-        diagonal_block = np.triu(precision[rows, rows])
-        precision[rows, rows] = diagonal_block + np.triu(diagonal_block, 1).T
-    precision /= -np.diag(precision).copy()  # B_ij = -P_ij / P_jj
-    precision[np.diag_indices(m)] = 0.0
-    # C order: scoring multiplies a sparse row into B, which walks B's rows.
-    return np.ascontiguousarray(precision, dtype=np.float32)
-
-
-def _cosine_top_k(rows: sp.csr_matrix, k: int, shrinkage: float) -> sp.csr_matrix:
-    """float32 (r, r) CSR: cosine similarity between the binary rows of ``rows``
-    (r, c), ``co / (‖a‖·‖b‖ + shrinkage)``, self-similarity removed, keeping each
-    row's ``k`` largest entries (ties by column)."""
-    r = rows.shape[0]
-    norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
-    rows_t = rows.T.tocsr()
-    pieces = []
-    for start in range(0, r, _KNN_CHUNK):
-        stop = min(start + _KNN_CHUNK, r)
-        co = (rows[start:stop] @ rows_t).tocoo()
-        row, col = co.row.astype(np.int64) + start, co.col.astype(np.int64)
-        sim = co.data / (norms[row] * norms[col] + shrinkage)
-        keep = (row != col) & (sim > 0)
-        pieces.append(_top_k_per_row(row[keep], col[keep], sim[keep], k))
-    row, col, sim = (np.concatenate(parts) for parts in zip(*pieces, strict=True))
-    return sp.csr_matrix((sim.astype(np.float32), (row, col)), shape=(r, r))
-
-
-def _top_k_per_row(
-    row: np.ndarray, col: np.ndarray, value: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The entries (int64 [e], int64 [e], float64 [e]) that are among their row's
-    ``k`` largest values (ties by smaller column)."""
-    order = np.lexsort((col, -value, row))
-    row, col, value = row[order], col[order], value[order]
-    new_row = np.r_[True, row[1:] != row[:-1]] if row.size else np.zeros(0, bool)
-    starts = np.flatnonzero(new_row)
-    rank = np.arange(row.shape[0]) - starts[np.cumsum(new_row) - 1]
-    keep = rank < k
-    return row[keep], col[keep], value[keep]

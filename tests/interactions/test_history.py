@@ -11,8 +11,8 @@ from django.utils import timezone
 from interactions.models import Interaction, InteractionHistory, InteractionKind
 from recommender import data
 from recommender.evaluation import evaluation_data_load
+from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import KIND_CODES
-from recommender.ml.pipeline import cut_state, time_split
 from recommender.services.runs import run_data_load, training_run_start
 from tests.accounts.factories import member
 

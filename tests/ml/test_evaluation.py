@@ -8,15 +8,9 @@ import pytest
 from recommender.ml import synthetic
 from recommender.ml.candidates import SOURCES
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
-from recommender.ml.evaluation import (
-    SERVED,
-    STRATEGIES,
-    EvaluationConfig,
-    _MutualPairs,
-    report_chart,
-    report_markdown,
-    strategies_evaluate,
-)
+from recommender.ml.evaluation import _MutualPairs, strategies_evaluate
+from recommender.ml.evaluation_fit import SERVED, STRATEGIES, EvaluationConfig
+from recommender.ml.evaluation_report import report_chart, report_markdown
 from recommender.ml.metrics import ranking_metrics, roc_auc
 from recommender.ml.ranking import predict_scores
 

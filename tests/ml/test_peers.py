@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.ml.metrics import ndcg_at_k, roc_auc
+from recommender.ml.metrics import exposure_concentration, ndcg_at_k, roc_auc
 from recommender.ml.peers import (
     DEFAULT_GRIDS,
     PEERS,
@@ -19,7 +19,6 @@ from recommender.ml.peers import (
     ReciprocalPeer,
     UserKNNPeer,
     ValidationCase,
-    exposure_concentration,
     make_peer,
     tune,
 )

@@ -4,16 +4,18 @@ import numpy as np
 import pytest
 
 from recommender.ml import synthetic
-from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
-from recommender.ml.pipeline import (
-    HOLDOUT_MAX_VIEWERS,
+from recommender.ml.cut import (
     candidate_rows,
     cut_state,
-    evaluate_ranking,
-    json_safe,
     labelled_pair_matrices,
     labelled_pairs,
     time_split,
+)
+from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
+from recommender.ml.pipeline import (
+    HOLDOUT_MAX_VIEWERS,
+    evaluate_ranking,
+    json_safe,
     train_ranking_stage,
 )
 from recommender.ml.recommend import candidates_for, viewer_context
@@ -192,7 +194,7 @@ def test_a_second_model_is_scored_on_the_stage_rows_without_new_features(
     def no_features(*args, **kwargs):
         raise AssertionError("holdout features computed again")
 
-    monkeypatch.setattr("recommender.ml.pipeline.labelled_pair_matrices", no_features)
+    monkeypatch.setattr("recommender.ml.cut.labelled_pair_matrices", no_features)
     from_rows = evaluate_ranking(
         result.model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
     )

@@ -4,9 +4,10 @@ known, not predicted."""
 import numpy as np
 
 from recommender.ml import synthetic
+from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import cut_state, serving_order, time_split
+from recommender.ml.pipeline import serving_order
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,

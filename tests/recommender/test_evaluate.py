@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from threadpoolctl import threadpool_limits
 
 from accounts.demo import demo_seed
-from recommender.ml.evaluation import BASELINES, SERVED, STRATEGIES
+from recommender.ml.evaluation_fit import BASELINES, SERVED, STRATEGIES
 from recommender.models import TrainingRun
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from recommender import data as db
+from recommender.ml.cut import CutState, HistoryIndex
 from recommender.ml.evaluation import served_ranking
-from recommender.ml.pipeline import CutState, HistoryIndex
 from tests.recommender.serving_fixtures import open_members
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from recommender.evaluation import default_out_dir, evaluation_run, text_tables
-from recommender.ml.evaluation import EvaluationConfig
+from recommender.ml.evaluation_fit import EvaluationConfig
 
 
 class Command(BaseCommand):
