@@ -10,7 +10,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from interactions.models import Interaction
-from recommender import impressions, services, tasks
+from recommender import impressions, tasks
 from recommender.models import RecommendationLog
 from recommender.serving import Arm
 from tests.accounts.factories import member
@@ -114,7 +114,7 @@ def test_a_broker_outage_writes_the_impressions_directly(
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", broker_down)
 
-    with caplog.at_level(logging.WARNING, logger="recommender.services"):
+    with caplog.at_level(logging.WARNING, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -132,9 +132,9 @@ def test_impressions_that_cannot_be_written_at_all_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", down)
-    monkeypatch.setattr(services, "impressions_write", database_down)
+    monkeypatch.setattr(impressions, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services"):
+    with caplog.at_level(logging.ERROR, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -319,7 +319,9 @@ def test_two_concurrent_drainers_write_each_row_once(buffer, monkeypatch):
             ],
         )
         impressions.impressions_push(
-            blob=impressions.impressions_pack(user_id=viewer.pk, page=page)
+            blob=impressions.impressions_pack(
+                rows=impressions.impression_rows(user_id=viewer.pk, page=page)
+            )
         )
 
     for n in range(30):
@@ -387,7 +389,7 @@ def test_redis_down_writes_the_impressions_directly(
 ):
     buffer.kill()
 
-    with caplog.at_level(logging.WARNING, logger="recommender.services"):
+    with caplog.at_level(logging.WARNING, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -402,9 +404,9 @@ def test_redis_and_database_down_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     buffer.kill()
-    monkeypatch.setattr(services, "impressions_write", database_down)
+    monkeypatch.setattr(impressions, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services"):
+    with caplog.at_level(logging.ERROR, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
