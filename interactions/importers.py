@@ -12,19 +12,20 @@ External ids map to members through their username: ``<namespace>_<external id>`
 (``otc_42``, ``sd_131``), stable across runs and files, so a second run finds the
 members and rows of the first and changes nothing.
 
-The writer (:func:`_Writer`) streams rows in batches, each batch in its own
-transaction (an interrupted import is completed by running it again):
+The writer (:class:`_Writer`, over ``interactions.bulk``) streams rows in batches,
+each batch in its own transaction (an interrupted import is completed by running it
+again):
 
 * members it does not know are created with their user, profile and preferences;
   existing members are never modified;
 * interactions keep the model's invariants: one row per (actor, target) (a pair
   rated twice keeps its latest rating by time), never a self pair; ``created_at``
   / ``updated_at`` are the rating's time, not the import's;
-* matches follow the same rule as ``interaction_record``, applied to the final
-  state: one ``Match`` per unordered pair that liked (or super-liked) each other,
-  ``matched_at`` = the later of the two likes; a pair whose mutual like is gone
-  ends its match (``block`` if either side blocked, else ``unlike``); an ended
-  match whose pair is mutual again is reopened.
+* matches follow the rule of ``interactions.matching`` (the one of
+  ``interaction_record``), applied to the final state: one ``Match`` per unordered
+  pair that liked (or super-liked) each other, ``matched_at`` = the later of the two
+  likes; a pair whose mutual like is gone ends its match (``block`` if either side
+  blocked, else ``unlike``); an ended match whose pair is mutual again is reopened.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import math
 import re
 import statistics
@@ -44,18 +44,20 @@ from itertools import islice
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from django.contrib.auth.hashers import make_password
-from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db import transaction
+from django.db.models import Q
 
-from accounts.models import Gender, Preferences, Profile, User
-from interactions.models import (
-    POSITIVE_KINDS,
-    Interaction,
-    InteractionKind,
-    Match,
-    MatchEndReason,
+from accounts.models import Gender, User
+from interactions.bulk import (
+    NewMember,
+    interactions_insert,
+    matches_sync,
+    members_insert,
+    utc_datetime64,
 )
+from interactions.models import Interaction, InteractionKind, Match
 
 DEFAULT_BATCH_SIZE = 2_000
 MAX_REPORTED_PROBLEMS = 20
@@ -671,12 +673,10 @@ def _with_last_active(spec: MemberSpec, at: dt.datetime | None) -> MemberSpec:
 # --- the writer -----------------------------------------------------------------------
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class _Writer:
+    """Writes one import through ``interactions.bulk``: members, then the edges in
+    batches (a transaction each), then the namespace's matches."""
+
     def __init__(
         self,
         namespace: str,
@@ -700,7 +700,8 @@ class _Writer:
         in batches, then bring the namespace's matches in line."""
         members = sorted(specs.values(), key=lambda s: s.external_id)
         done = 0
-        for batch in _batches(members, self.batch_size):
+        for start in range(0, len(members), self.batch_size):
+            batch = members[start : start + self.batch_size]
             with transaction.atomic():
                 self._members(batch)
             done += len(batch)
@@ -728,8 +729,6 @@ class _Writer:
             self._matches()
         self.progress("matches", 1, 1)
 
-    # members
-
     def _members(self, batch: list[MemberSpec]) -> None:
         names = {
             username_for(namespace=self.namespace, external_id=s.external_id): s
@@ -744,47 +743,30 @@ class _Writer:
         new = [(u, s) for u, s in names.items() if u not in existing]
         if not new:
             return
-        created = User.objects.bulk_create(
-            User(username=u, password=self.password, date_joined=s.joined_at)
-            for u, s in new
+        ids = members_insert(
+            members=[
+                NewMember(
+                    username=username,
+                    password=self.password,
+                    joined_at=spec.joined_at,
+                    display_name=spec.display_name,
+                    birth_date=spec.birth_date,
+                    gender=spec.gender,
+                    seeking_genders=spec.seeking_genders,
+                    city=spec.city,
+                    latitude=spec.latitude,
+                    longitude=spec.longitude,
+                    bio=spec.bio,
+                    interests=spec.interests,
+                    last_active_at=spec.last_active_at,
+                )
+                for username, spec in new
+            ],
+            batch_size=len(new),
         )
-        if any(user.pk is None for user in created):  # backends without RETURNING
-            created = list(
-                User.objects.filter(username__in=[u for u, _ in new]).order_by("pk")
-            )
-        by_name = {user.username: user.pk for user in created}
-        ids = []
-        for username, spec in new:
-            self.user_ids[spec.external_id] = by_name[username]
-            ids.append(by_name[username])
-        Profile.objects.bulk_create(
-            Profile(
-                user_id=by_name[u],
-                display_name=s.display_name,
-                birth_date=s.birth_date,
-                gender=s.gender,
-                city=s.city,
-                latitude=s.latitude,
-                longitude=s.longitude,
-                bio=s.bio,
-                interests=s.interests,
-                last_active_at=s.last_active_at,
-            )
-            for u, s in new
-        )
-        # auto_now_add stamped the import time; members joined when the data says
-        # (their user's date_joined).
-        joined = Subquery(
-            User.objects.filter(pk=OuterRef("user_id")).values("date_joined")[:1]
-        )
-        Profile.objects.filter(pk__in=ids).update(created_at=joined, updated_at=joined)
-        Preferences.objects.bulk_create(
-            Preferences(user_id=by_name[u], seeking_genders=s.seeking_genders)
-            for u, s in new
-        )
+        for (_, spec), pk in zip(new, ids, strict=True):
+            self.user_ids[spec.external_id] = pk
         self.report.members_created += len(new)
-
-    # interactions
 
     def _interactions(self, batch: list[Edge]) -> None:
         pairs = {(self.user_ids[e.source], self.user_ids[e.target]): e for e in batch}
@@ -810,94 +792,36 @@ class _Writer:
             else:
                 self.report.interactions_unchanged += 1
         if inserts:
-            _insert_interactions(inserts, self.namespace)
+            # Created and updated at the rating's time, not the import's.
+            interactions_insert(
+                actor_ids=np.array([a for a, _, _ in inserts], dtype=np.int64),
+                target_ids=np.array([t for _, t, _ in inserts], dtype=np.int64),
+                kinds=np.array([str(edge.kind) for _, _, edge in inserts]),
+                created_at=utc_datetime64(edge.at for _, _, edge in inserts),
+                context={"source": IMPORT_CONTEXT_SOURCE, "dataset": self.namespace},
+            )
         if updates:
             Interaction.objects.bulk_update(updates, ["kind", "updated_at"])
         self.report.interactions_created += len(inserts)
         self.report.interactions_updated += len(updates)
 
-    # matches
-
     def _matches(self) -> None:
         """Bring the namespace's matches in line with its interactions (module
         docstring)."""
         members = User.objects.filter(username__startswith=f"{self.namespace}_")
-        rows = list(
-            Interaction.objects.filter(actor__in=members.values("pk"))
+        changes = matches_sync(
+            verdicts=Interaction.objects.filter(actor__in=members.values("pk"))
             .order_by()
-            .values_list("actor_id", "target_id", "kind", "updated_at")
-        )
-        verdict = {(a, t): (kind, at) for a, t, kind, at in rows}
-        wanted: dict[tuple[int, int], dt.datetime] = {}
-        for (a, t), (kind, at) in verdict.items():
-            if a < t and kind in POSITIVE_KINDS:
-                back = verdict.get((t, a))
-                if back is not None and back[0] in POSITIVE_KINDS:
-                    wanted[(a, t)] = max(at, back[1])
-        matches = {
-            (m.user_low_id, m.user_high_id): m
-            for m in Match.objects.filter(
+            .values_list("actor_id", "target_id", "kind", "updated_at"),
+            matches=Match.objects.filter(
                 Q(user_low__in=members.values("pk"))
                 | Q(user_high__in=members.values("pk"))
-            )
-        }
-        creates = [
-            Match(user_low_id=low, user_high_id=high, matched_at=at)
-            for (low, high), at in wanted.items()
-            if (low, high) not in matches
-        ]
-        Match.objects.bulk_create(creates, batch_size=self.batch_size)
-        changed = []
-        for pair, match in matches.items():
-            if pair in wanted and not match.is_active:
-                match.matched_at, match.ended_at, match.end_reason = (
-                    wanted[pair],
-                    None,
-                    "",
-                )
-                changed.append(match)
-                self.report.matches_reopened += 1
-            elif pair not in wanted and match.is_active:
-                sides = [verdict.get(pair), verdict.get(pair[::-1])]
-                kinds = {side[0] for side in sides if side}
-                match.ended_at = max(
-                    [side[1] for side in sides if side] or [match.matched_at]
-                )
-                match.end_reason = (
-                    MatchEndReason.BLOCK
-                    if InteractionKind.BLOCK in kinds
-                    else MatchEndReason.UNLIKE
-                )
-                changed.append(match)
-                self.report.matches_ended += 1
-        if changed:
-            Match.objects.bulk_update(
-                changed, ["matched_at", "ended_at", "end_reason"], batch_size=500
-            )
-        self.report.matches_created += len(creates)
-
-
-def _insert_interactions(rows: Iterable[tuple[int, int, Edge]], namespace: str) -> None:
-    """Plain INSERTs: ``bulk_create`` would stamp ``created_at`` with the import
-    time (auto_now_add), and the rating's time is the point."""
-    meta = Interaction._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(meta.get_field(name).column)
-        for name in ("actor", "target", "kind", "context", "created_at", "updated_at")
-    )
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) "
-        "VALUES (%s, %s, %s, %s, %s, %s)"
-    )
-    adapt = connection.ops.adapt_datetimefield_value
-    context = json.dumps({"source": IMPORT_CONTEXT_SOURCE, "dataset": namespace})
-    values = [
-        (actor, target, edge.kind, context, adapt(edge.at), adapt(edge.at))
-        for actor, target, edge in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+            ),
+            batch_size=self.batch_size,
+        )
+        self.report.matches_created += changes.created
+        self.report.matches_reopened += changes.reopened
+        self.report.matches_ended += changes.ended
 
 
 def import_counts(*, namespace: str) -> dict[str, int]:
