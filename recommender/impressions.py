@@ -134,18 +134,22 @@ def impression_rows(*, user_id: int, page) -> list[dict]:
     """One row per result of ``page`` (a ``RecommendationPage``) shown to
     ``user_id``: the one format every path carries (task payload, buffer blob,
     recent pages) and :func:`impressions_write` inserts."""
+    # The request path: the page's fields are read once, not once per result.
+    request_id, strategy = page.request_id, page.strategy
+    model_versions, experiment = page.model_versions, page.experiment_label
+    created_at = page.created_at.isoformat()
     return [
         {
-            "request_id": page.request_id,
+            "request_id": request_id,
             "user_id": user_id,
             "shown_user_id": result["user_id"],
             "position": result["rank"],
             "score": result["score"],
             "sources": list(result["sources"]),
-            "strategy": page.strategy,
-            "model_versions": page.model_versions,
-            "experiment": page.experiment_label,
-            "created_at": page.created_at.isoformat(),
+            "strategy": strategy,
+            "model_versions": model_versions,
+            "experiment": experiment,
+            "created_at": created_at,
         }
         for result in page.results
     ]
