@@ -577,3 +577,24 @@ def test_an_interaction_on_someone_never_recommended_keeps_its_context(
     like(client_for(viewer), stranger.pk, {"source": "search"})
 
     assert Interaction.objects.get(actor=viewer).context == {"source": "search"}
+
+
+def test_the_impressions_module_imports_neither_services_nor_tasks():
+    """The embedded-mode task is looked up by name: no impressions <-> services
+    <-> tasks cycle, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(impressions.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not any(
+        name == forbidden or name.startswith(f"{forbidden}.")
+        for name in imported
+        for forbidden in ("recommender.services", "recommender.tasks")
+    )
