@@ -2,9 +2,11 @@
 one write path of the importers (``interactions.importers``) and of the demo seeder
 (``accounts.demo``).
 
-It lives in ``interactions`` because interactions and matches are what it is about,
-and the interactions app already depends on accounts (members are the endpoints of
-every interaction), never the reverse way round at module level.
+It lives in ``interactions``: interactions and matches are most of what it writes,
+the match rule it applies (``interactions.matching``) is this app's, and the members
+it creates are ``accounts`` models, which this app builds on anyway (every
+interaction joins two members). ``accounts.demo`` already imported this app's
+models; it now imports its writer too.
 
 Nothing here opens a transaction: the callers decide (the importers one per batch,
 the seeder one for everything). Progress goes to an optional callback
