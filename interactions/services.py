@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from accounts.models import Profile, User
 from accounts.services import profile_touch
 from config.api import ApplicationError
+from interactions.matching import match_is_mutual, match_pair, match_time
 from interactions.models import (
     POSITIVE_KINDS,
     Interaction,
@@ -124,21 +125,24 @@ def _lock_pair(*, actor_id: int, target_id: int) -> dict[int, User]:
 def _match_sync(*, actor: User, target: User, kind: str) -> bool:
     """Create, reopen or end the pair's match after ``actor``'s new verdict; return
     whether the pair is matched now. The caller holds the pair's locks."""
-    low_id, high_id = sorted((actor.pk, target.pk))
+    low_id, high_id = match_pair(actor.pk, target.pk)
     match = Match.objects.filter(user_low_id=low_id, user_high_id=high_id).first()
     now = timezone.now()
     if kind in POSITIVE_KINDS:
-        liked_back = Interaction.objects.filter(
-            actor=target, target=actor, kind__in=POSITIVE_KINDS
-        ).exists()
-        if not liked_back:
+        back = (
+            Interaction.objects.filter(actor=target, target=actor)
+            .values_list("kind", "created_at")
+            .first()
+        )
+        if back is None or not match_is_mutual(kind, back[0]):
             return False
+        matched_at = match_time(now, back[1])
         if match is None:
             Match.objects.create(
-                user_low_id=low_id, user_high_id=high_id, matched_at=now
+                user_low_id=low_id, user_high_id=high_id, matched_at=matched_at
             )
         elif not match.is_active:
-            match.matched_at, match.ended_at, match.end_reason = now, None, ""
+            match.matched_at, match.ended_at, match.end_reason = matched_at, None, ""
             match.save(update_fields=["matched_at", "ended_at", "end_reason"])
         return True
     if match is not None and match.is_active:

@@ -1,22 +1,32 @@
-"""The impressions buffer: a Redis list the request path appends to, drained in bulk
-into ``RecommendationLog`` by the ``impressions_flush`` beat task.
+"""Impressions, their whole life: what a served page records, how it travels (the
+Redis buffer, the Celery task or a direct insert), and how it lands in
+``RecommendationLog``.
 
-A response costs one ``RPUSH`` of one JSON blob (its page-level fields once, then one
-short row per result) on a module-level client whose connection pool is reused by
-every request of the process: no Celery message, no kombu client per publish.
+One row format end to end: :func:`impression_rows` turns a served page into rows
+(plain dicts, JSON-ready: they are also the ``impressions_write`` task's payload), the
+buffer's blob is a compact encoding of those rows (:func:`impressions_pack` /
+:func:`impressions_unpack`), and :func:`impressions_write` inserts them.
 
-Until the drain has written them, a member's last few pages also sit under a short-lived
-per-member key (:func:`impression_find_recent`): a like that follows its impression
-within the flush interval still finds the request id, arm, source and position to put
-in its context. Same ``RPUSH`` round trip (one pipeline).
+:func:`impressions_log` is the request path's entry. With Redis (and a worker and
+beat), a response costs one ``RPUSH`` of one JSON blob (its page-level fields once,
+then one short item per result) on a module-level client whose connection pool is
+reused by every request of the process: no Celery message, no kombu client per
+publish. In embedded mode (eager Celery) the ``recommender.tasks.impressions_write``
+task runs in-process; it is looked up by name, so this module imports no task.
 
-The drain (:func:`impressions_drain`) runs one drainer at a time (a Redis lock,
-``SET NX PX``): it reads the head of the list (``LRANGE``), inserts its rows in one
-transaction, and only after the commit trims what it read (``LTRIM``, done only while
-it still holds the lock). A drainer that dies between the commit and the trim leaves
-the blobs in the list; the next drain inserts them again and the unique constraint on
-``(request_id, user, position)`` (``bulk_create(ignore_conflicts=True)``) drops the
-rows already there, so nothing is lost and nothing is counted twice.
+Until the drain has written them, a member's last few pages also sit under a
+short-lived per-member key (:func:`impression_find_recent`): a like that follows its
+impression within the flush interval still finds the request id, arm, source and
+position to put in its context. Same ``RPUSH`` round trip (one pipeline).
+
+The drain (:func:`impressions_drain`, the ``impressions_flush`` beat task) runs one
+drainer at a time (a Redis lock, ``SET NX PX``): it reads the head of the list
+(``LRANGE``), inserts its rows in one transaction, and only after the commit trims
+what it read (``LTRIM``, done only while it still holds the lock). A drainer that dies
+between the commit and the trim leaves the blobs in the list; the next drain inserts
+them again and the unique constraint on ``(request_id, user, position)``
+(``bulk_create(ignore_conflicts=True)``) drops the rows already there, so nothing is
+lost and nothing is counted twice.
 """
 
 import json
@@ -24,6 +34,7 @@ import logging
 import threading
 import time
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -40,6 +51,8 @@ LOCK_MILLISECONDS = 60_000
 # impression before the drain (every few seconds) wrote it, and for how long.
 RECENT_PAGES = 5
 RECENT_SECONDS = 120
+# The embedded-mode write, by name (see ``recommender.tasks``).
+WRITE_TASK = "recommender.tasks.impressions_write"
 
 _client = None
 _client_lock = threading.Lock()
@@ -114,26 +127,151 @@ def redis_client():
     return _client
 
 
-def impressions_pack(*, user_id: int, page) -> bytes | None:
-    """One response's impressions as one compact JSON blob (``None`` if no result)."""
-    if not page.results:
-        return None
+# --- rows: what a served page records -----------------------------------------------
+
+
+def impression_rows(*, user_id: int, page) -> list[dict]:
+    """One row per result of ``page`` (a ``RecommendationPage``) shown to
+    ``user_id``: the one format every path carries (task payload, buffer blob,
+    recent pages) and :func:`impressions_write` inserts."""
+    # The request path: the page's fields are read once, not once per result.
+    request_id, strategy = page.request_id, page.strategy
+    model_versions, experiment = page.model_versions, page.experiment_label
+    created_at = page.created_at.isoformat()
+    return [
+        {
+            "request_id": request_id,
+            "user_id": user_id,
+            "shown_user_id": result["user_id"],
+            "position": result["rank"],
+            "score": result["score"],
+            "sources": list(result["sources"]),
+            "strategy": strategy,
+            "model_versions": model_versions,
+            "experiment": experiment,
+            "created_at": created_at,
+        }
+        for result in page.results
+    ]
+
+
+def impression_from_row(row: dict):
+    """The (unsaved) ``RecommendationLog`` of a row."""
+    from recommender.models import RecommendationLog
+
+    return RecommendationLog(
+        request_id=row["request_id"],
+        user_id=row["user_id"],
+        shown_user_id=row["shown_user_id"],
+        position=row["position"],
+        score=row["score"],
+        sources=row["sources"],
+        strategy=row["strategy"],
+        model_versions=row["model_versions"],
+        experiment=row["experiment"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+    )
+
+
+# --- the request path ---------------------------------------------------------------
+
+
+def impressions_log(*, user_id: int, page) -> None:
+    """Record one impression per result of ``page`` (a ``RecommendationPage``), off
+    the request's path.
+
+    With Redis (and a worker and beat), the response's rows are one ``RPUSH`` of one
+    blob onto the buffer that the ``impressions_flush`` beat task drains in bulk. In
+    embedded mode (eager Celery) the ``impressions_write`` task runs in-process. If
+    Redis cannot take the blob (or the task cannot be queued), the rows are inserted
+    directly; if that fails too, they are lost and logged: an impression is never
+    worth a failed request.
+    """
+    rows = impression_rows(user_id=user_id, page=page)
+    if not rows:
+        return
+    if buffer_enabled():
+        try:
+            impressions_push(blob=impressions_pack(rows=rows), user_id=user_id)
+            return
+        except Exception:  # noqa: BLE001 - Redis down or hung: write directly
+            logger.warning(
+                "impressions not buffered; writing %d impressions directly",
+                len(rows),
+                exc_info=True,
+            )
+    else:
+        try:
+            # retry=False: with the broker down, fail now instead of retrying while
+            # the member waits.
+            _write_task().apply_async(kwargs={"impressions": rows}, retry=False)
+            return
+        except Exception:  # noqa: BLE001 - any broker failure: write directly instead
+            logger.warning(
+                "impressions task not queued; writing %d impressions directly",
+                len(rows),
+                exc_info=True,
+            )
+    try:
+        impressions_write(impressions=rows)
+    except Exception:  # noqa: BLE001
+        logger.exception("%d impressions of %s lost", len(rows), page.request_id)
+
+
+def _write_task():
+    """The ``impressions_write`` task, by name from the Celery app's registry (a web
+    process may not have imported the apps' task modules yet: autodiscovery then)."""
+    from config.celery import app
+
+    if WRITE_TASK not in app.tasks:
+        app.autodiscover_tasks(force=True)
+    return app.tasks[WRITE_TASK]
+
+
+def impressions_write(*, impressions: list[dict]) -> int:
+    """Insert impressions (rows as built by :func:`impression_rows`) in one bulk
+    statement; returns how many were offered (rows already there are not counted
+    apart).
+
+    Impressions of members deleted in the meantime are skipped, so one deleted
+    account cannot make a whole batch fail for ever. Rows already there (same
+    request id, member and position: a buffer drained again after a crash, or a
+    client that reused its X-Request-ID) are ignored, never duplicated.
+    """
+    from accounts.models import User
+    from recommender.models import RecommendationLog
+
+    user_ids = {row["user_id"] for row in impressions} | {
+        row["shown_user_id"] for row in impressions
+    }
+    existing = set(User.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
+    rows = [
+        impression_from_row(row)
+        for row in impressions
+        if row["user_id"] in existing and row["shown_user_id"] in existing
+    ]
+    RecommendationLog.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+# --- the Redis buffer ---------------------------------------------------------------
+
+
+def impressions_pack(*, rows: list[dict]) -> bytes:
+    """One response's rows (non-empty, all of one page) as one compact JSON blob:
+    the page-level fields once, then one short item per row."""
+    page = rows[0]
     return json.dumps(
         {
-            "r": page.request_id,
-            "u": user_id,
-            "s": page.strategy,
-            "m": page.model_versions,
-            "e": page.experiment_label,
-            "t": page.created_at.isoformat(),
+            "r": page["request_id"],
+            "u": page["user_id"],
+            "s": page["strategy"],
+            "m": page["model_versions"],
+            "e": page["experiment"],
+            "t": page["created_at"],
             "i": [
-                [
-                    result["user_id"],
-                    result["rank"],
-                    result["score"],
-                    list(result["sources"]),
-                ]
-                for result in page.results
+                [row["shown_user_id"], row["position"], row["score"], row["sources"]]
+                for row in rows
             ],
         },
         separators=(",", ":"),
@@ -141,12 +279,12 @@ def impressions_pack(*, user_id: int, page) -> bytes | None:
 
 
 def impressions_unpack(blob: bytes) -> list[dict]:
-    """The rows of a blob, as ``recommender.services.impressions_write`` takes them."""
+    """The rows of a blob, as :func:`impression_rows` built them."""
     data = json.loads(blob)
-    return [_row(data, item) for item in data["i"]]
+    return [_unpacked_row(data, item) for item in data["i"]]
 
 
-def _row(data: dict, item: list) -> dict:
+def _unpacked_row(data: dict, item: list) -> dict:
     shown_user_id, position, score, sources = item
     return {
         "request_id": data["r"],
@@ -179,8 +317,8 @@ def impression_find_recent(
     *, user_id: int, shown_user_id: int, request_id: str | None = None
 ) -> dict | None:
     """The latest of ``user_id``'s recent pages (pushed, maybe not drained yet) that
-    showed ``shown_user_id`` (the page ``request_id`` when given), as a row like
-    :func:`impressions_unpack`'s, or ``None``. Raises if Redis is unreachable."""
+    showed ``shown_user_id`` (the page ``request_id`` when given), as a row, or
+    ``None``. Raises if Redis is unreachable."""
     for blob in redis_client().lrange(recent_key(user_id), 0, -1):  # newest first
         try:
             data = json.loads(blob)
@@ -188,7 +326,7 @@ def impression_find_recent(
                 continue
             for item in data["i"]:
                 if item[0] == shown_user_id:
-                    return _row(data, item)
+                    return _unpacked_row(data, item)
         except (ValueError, KeyError, TypeError):
             logger.warning("unreadable recent impressions blob skipped: %r", blob[:64])
     return None
@@ -215,8 +353,6 @@ def impressions_drain(
 ) -> int:
     """Move buffered impressions into ``RecommendationLog``; returns the rows written
     (0 when another drainer holds the lock)."""
-    from recommender.services.recommendations import impressions_write
-
     client = redis_client()
     token = uuid.uuid4().hex
     if not client.set(lock_key(), token, nx=True, px=LOCK_MILLISECONDS):

@@ -315,9 +315,7 @@ def _impression_recent(
         return None
     if row is None:
         return None
-    return RecommendationLog(
-        **{**row, "created_at": dt.datetime.fromisoformat(row["created_at"])}
-    )
+    return buffer.impression_from_row(row)
 
 
 # --- the A/B report -----------------------------------------------------------------

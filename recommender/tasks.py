@@ -153,8 +153,9 @@ def nightly_pipeline(*, trigger: str = "celery") -> int | None:
     max_retries=5,
 )
 def impressions_write(*, impressions: list[dict]) -> int:
-    """Bulk-insert a response's impressions (embedded mode, see ``impressions_log``)."""
-    from recommender.services.recommendations import impressions_write
+    """Bulk-insert a response's impressions (embedded mode, see
+    ``recommender.impressions.impressions_log``)."""
+    from recommender.impressions import impressions_write
 
     return impressions_write(impressions=impressions)
 

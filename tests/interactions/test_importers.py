@@ -7,14 +7,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Gender, Profile, User
-from interactions.importers import (
-    KindThresholds,
-    edges_import,
-    import_counts,
-    speed_dating_import,
-    wave_start,
-)
+from interactions.edges import KindThresholds, edges_import
+from interactions.importers import import_counts
 from interactions.models import Interaction, Match
+from interactions.speed_dating import speed_dating_import, wave_start
 
 pytestmark = pytest.mark.django_db
 

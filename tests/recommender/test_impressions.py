@@ -12,7 +12,6 @@ from kombu.exceptions import OperationalError as BrokerError
 from interactions.models import Interaction
 from recommender import impressions, tasks
 from recommender.models import RecommendationLog
-from recommender.services import recommendations
 from recommender.serving import Arm
 from tests.accounts.factories import member
 from tests.recommender import fakes
@@ -115,9 +114,7 @@ def test_a_broker_outage_writes_the_impressions_directly(
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", broker_down)
 
-    with caplog.at_level(
-        logging.WARNING, logger="recommender.services.recommendations"
-    ):
+    with caplog.at_level(logging.WARNING, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -135,9 +132,9 @@ def test_impressions_that_cannot_be_written_at_all_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     monkeypatch.setattr(tasks.impressions_write, "apply_async", down)
-    monkeypatch.setattr(recommendations, "impressions_write", database_down)
+    monkeypatch.setattr(impressions, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services.recommendations"):
+    with caplog.at_level(logging.ERROR, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -322,7 +319,9 @@ def test_two_concurrent_drainers_write_each_row_once(buffer, monkeypatch):
             ],
         )
         impressions.impressions_push(
-            blob=impressions.impressions_pack(user_id=viewer.pk, page=page)
+            blob=impressions.impressions_pack(
+                rows=impressions.impression_rows(user_id=viewer.pk, page=page)
+            )
         )
 
     for n in range(30):
@@ -390,9 +389,7 @@ def test_redis_down_writes_the_impressions_directly(
 ):
     buffer.kill()
 
-    with caplog.at_level(
-        logging.WARNING, logger="recommender.services.recommendations"
-    ):
+    with caplog.at_level(logging.WARNING, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -407,9 +404,9 @@ def test_redis_and_database_down_do_not_fail_the_request(
         raise RuntimeError("database unavailable")
 
     buffer.kill()
-    monkeypatch.setattr(recommendations, "impressions_write", database_down)
+    monkeypatch.setattr(impressions, "impressions_write", database_down)
 
-    with caplog.at_level(logging.ERROR, logger="recommender.services.recommendations"):
+    with caplog.at_level(logging.ERROR, logger="recommender.impressions"):
         response = client_for(viewer).get(URL, {"limit": 3})
 
     assert response.status_code == 200
@@ -580,3 +577,24 @@ def test_an_interaction_on_someone_never_recommended_keeps_its_context(
     like(client_for(viewer), stranger.pk, {"source": "search"})
 
     assert Interaction.objects.get(actor=viewer).context == {"source": "search"}
+
+
+def test_the_impressions_module_imports_neither_services_nor_tasks():
+    """The embedded-mode task is looked up by name: no impressions <-> services
+    <-> tasks cycle, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(impressions.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not any(
+        name == forbidden or name.startswith(f"{forbidden}.")
+        for name in imported
+        for forbidden in ("recommender.services", "recommender.tasks")
+    )

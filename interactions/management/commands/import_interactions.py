@@ -6,12 +6,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from config.progress import ProgressPrinter
-from interactions.importers import (
-    DEFAULT_BATCH_SIZE,
-    ImportRefused,
-    KindThresholds,
-    edges_import,
-)
+from interactions.edges import KindThresholds, edges_import
+from interactions.importers import DEFAULT_BATCH_SIZE, ImportRefused
 
 DEFAULTS = KindThresholds()
 

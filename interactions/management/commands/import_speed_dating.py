@@ -4,13 +4,9 @@ preferences, likes/dislikes and matches."""
 from django.core.management.base import BaseCommand, CommandError
 
 from config.progress import ProgressPrinter
-from interactions.importers import (
-    DEFAULT_BATCH_SIZE,
-    SPEED_DATING_NAMESPACE,
-    ImportRefused,
-    speed_dating_import,
-)
+from interactions.importers import DEFAULT_BATCH_SIZE, ImportRefused
 from interactions.management.commands.import_interactions import _refusal
+from interactions.speed_dating import SPEED_DATING_NAMESPACE, speed_dating_import
 
 
 class Command(BaseCommand):
