@@ -304,7 +304,9 @@ def serving_generation() -> str:
     """The serving generation, "<registry generation>.<newest index id>": changes
     with every promotion, rollback, challenger change and index build. Re-read from
     the database at most every ``KINDRED["REGISTRY_POLL_SECONDS"]`` per process."""
-    return bundle_holder().generation_current()
+    # Read on every request, cache hits included: no call to make the holder once
+    # there is one.
+    return (_holder or bundle_holder()).generation_current()
 
 
 def serving_reset() -> None:
