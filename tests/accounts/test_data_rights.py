@@ -312,10 +312,12 @@ def serving_engine(settings):
 def test_the_serving_engine_never_shows_a_deleted_member_it_still_holds(
     serving_engine, django_capture_on_commit_callbacks
 ):
+    from recommender.serving.holder import bundle_holder
+
     scene = scene_build()
     before = serving_engine.recommendations_compute(user=scene.viewer, limit=20)
     assert shown_ids(before)[0] == scene.tempting.pk
-    store = serving_engine._state.bundle.population.store
+    store = bundle_holder().bundle.population.store
 
     with django_capture_on_commit_callbacks(execute=True):
         assert delete_account(client_for(scene.tempting)).status_code == 204
@@ -323,7 +325,7 @@ def test_the_serving_engine_never_shows_a_deleted_member_it_still_holds(
 
     # The member store loaded before still holds him: the database re-check of
     # the shortlist is what keeps him out.
-    assert serving_engine._state.bundle.population.store is store
+    assert bundle_holder().bundle.population.store is store
     assert scene.tempting.pk in store.user_id.tolist()
     assert after.status_code == 200
     assert after["X-Cache"] == "miss"

@@ -19,6 +19,7 @@ from recommender.filters import (
     viewer_load,
 )
 from recommender.ml.filters import population_mask
+from recommender.serving.holder import bundle_holder
 from tests.accounts.factories import member
 from tests.recommender.serving_fixtures import (
     MUNICH,
@@ -216,7 +217,7 @@ def test_the_mask_and_the_database_check_agree_on_random_members(engine):
             actor=users[a], target=users[b], defaults={"kind": "block"}
         )
     _compute(engine, users[0])  # loads the members
-    population = engine._state.bundle.population
+    population = bundle_holder().bundle.population
     today = dt.date.today()
     facts = member_facts_load(user_ids=[u.pk for u in users])
 

@@ -10,6 +10,8 @@ from django.urls import reverse
 
 from recommender import serving
 from recommender.services.indexes import index_rebuild
+from recommender.serving import holder as serving_holder
+from recommender.serving.holder import RETRY_SECONDS, bundle_holder
 from registry.models import IndexArtifact, MLModel, ModelKind
 from tests.accounts.factories import UserFactory
 from tests.recommender.serving_fixtures import register_copy
@@ -60,7 +62,7 @@ def test_a_promotion_in_the_admin_serves_at_the_next_poll(
 
     _promote_in_admin(admin_client, new)
     before_poll = _versions(member_user)
-    serving._state.checked_at -= 3600  # the poll interval passes
+    bundle_holder().checked_at -= 3600  # the poll interval passes
     after_poll = serving.recommendations_compute(user=member_user, limit=10)
 
     assert before_poll["ranking"] == trained.ranking.version  # not yet polled
@@ -157,7 +159,7 @@ def test_a_missing_index_file_degrades_then_recovers_on_retry(
     degraded = serving.recommendations_compute(user=member_user, limit=10)
     health = serving.serving_health()
     os.rename(path + ".aside", path)
-    serving._state.attempted_at -= serving.RETRY_SECONDS  # the retry is due
+    bundle_holder().attempted_at -= RETRY_SECONDS  # the retry is due
     recovered = serving.recommendations_compute(user=member_user, limit=10)
 
     assert degraded.results  # still answers, without the index
@@ -188,13 +190,13 @@ def test_requests_keep_the_old_models_while_the_new_ones_load_in_the_background(
     from registry.services import model_activate
 
     release = threading.Event()
-    original = serving._build_bundle
+    original = serving_holder.bundle_build
 
     def slow_build(*args, **kwargs):
         assert release.wait(30)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(serving, "_build_bundle", slow_build)
+    monkeypatch.setattr(serving_holder, "bundle_build", slow_build)
     model_activate(model=new, actor=None, actor_label="test")
     try:
         during = serving.recommendations_compute(user=user, limit=10)
@@ -211,7 +213,7 @@ def test_requests_keep_the_old_models_while_the_new_ones_load_in_the_background(
 
 
 def test_nothing_loads_at_import_or_before_the_first_request(engine):
-    assert serving._state.bundle is None
+    assert bundle_holder().bundle is None
     assert serving.serving_health() == {
         **serving.serving_health(),
         "loaded": False,

@@ -7,6 +7,8 @@ import pytest
 from recommender import data as db
 from recommender.ml.cut import CutState, HistoryIndex
 from recommender.ml.evaluation import served_ranking
+from recommender.serving import pipeline as serving_pipeline
+from recommender.serving.holder import bundle_holder
 from tests.recommender.serving_fixtures import open_members
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +19,7 @@ def test_serving_and_the_evaluation_rank_a_viewer_identically(
 ):
     viewers = open_members(6)
     engine.recommendations_compute(user=viewers[0], limit=1)  # loads the bundle
-    bundle = engine._state.bundle
+    bundle = bundle_holder().bundle
     population = bundle.population
     embedding = bundle.embeddings[trained.embedding.pk]
     model = bundle.rankings[trained.ranking.pk].model
@@ -30,10 +32,10 @@ def test_serving_and_the_evaluation_rank_a_viewer_identically(
         embedding=embedding,
         history=HistoryIndex(db.interactions_load()),
     )
-    monkeypatch.setattr(engine, "_now", lambda: population.loaded_at)
+    monkeypatch.setattr(serving_pipeline, "_now", lambda: population.loaded_at)
 
     for user in viewers:
-        monkeypatch.setattr(engine, "_rng", lambda: np.random.default_rng(7))
+        monkeypatch.setattr(serving_pipeline, "_rng", lambda: np.random.default_rng(7))
         served = engine.recommendations_compute(user=user, limit=10)
         rows, result = served_ranking(
             state, model, user.pk, limit=10, rng=np.random.default_rng(7)

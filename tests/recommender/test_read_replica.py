@@ -24,8 +24,8 @@ from rest_framework.authtoken.models import Token
 from accounts.models import Gender, Profile, User
 from config.db_routers import REPLICA, REPLICA_APPS, replica_reads, replica_reset
 from interactions.models import Interaction
-from recommender import serving
 from recommender.models import RecommendationLog
+from recommender.serving.holder import bundle_holder
 from registry.models import MLModel, ModelActivation
 from tests.accounts.factories import member
 from tests.recommender.serving_fixtures import BERLIN, scene_build, years_ago
@@ -176,7 +176,7 @@ def test_the_member_store_loads_from_the_replica_and_what_is_shown_from_the_prim
     assert late.pk not in shown
     # The store's interactions came through the replica's COPY (a raw cursor no
     # query capture sees): her like, made after the copy, is not in them.
-    store = serving._state.bundle.population.store
+    store = bundle_holder().bundle.population.store
     assert store.likes_received[store.index_of(np.array([liked.pk]))[0]] == 0
     assert Interaction.objects.filter(target=liked, kind="like").exists()
     replica_sql, primary_sql = _tables(on_replica), _tables(on_primary)

@@ -17,6 +17,9 @@ from recommender.ml import recommend, synthetic
 from recommender.ml.filters import population_mask
 from recommender.ml.recommend import viewer_store_build
 from recommender.serving import STRATEGIES, Arm, arm_for
+from recommender.serving import bundle as serving_bundle
+from recommender.serving import pipeline as serving_pipeline
+from recommender.serving.holder import bundle_holder
 from registry.models import IndexArtifact, ModelKind
 from registry.services import model_set_traffic
 from tests.accounts.factories import UserFactory
@@ -100,7 +103,7 @@ def test_the_viewer_row_is_built_like_the_members_in_memory(engine, trained):
     feature code computed for the same member over everyone."""
     user = open_members(1)[0]
     engine.recommendations_compute(user=user, limit=1)
-    population = engine._state.bundle.population
+    population = bundle_holder().bundle.population
     row = int(population.store.index_of(np.array([user.pk]))[0])
 
     fresh = viewer_store_build(
@@ -199,7 +202,7 @@ def test_when_the_member_store_cannot_load_random_allowed_members_serve(
     def unavailable(vocabulary):
         raise RuntimeError("database too busy")
 
-    monkeypatch.setattr(serving, "_population_load", unavailable)
+    monkeypatch.setattr(serving_bundle, "population_load", unavailable)
     from interactions.models import Interaction
 
     Interaction.objects.create(actor=scene.tempting, target=scene.viewer, kind="block")
@@ -295,7 +298,7 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media, monke
     learns who is chosen among everyone, where exposure and replies weigh too)."""
     # The exploration source's draw seeded: the rate below is one measurement,
     # not a different one per run (it moved 1.09x-1.33x between unseeded runs).
-    monkeypatch.setattr(engine, "_rng", lambda: np.random.default_rng(7))
+    monkeypatch.setattr(serving_pipeline, "_rng", lambda: np.random.default_rng(7))
     demo_seed(users=PLANTED_MEMBERS, seed=7)
     train_and_activate()
     dataset = synthetic.generate_dataset(
@@ -317,7 +320,7 @@ def test_recommendations_favour_the_planted_preferred_tribe(engine, media, monke
     for user in viewers:
         result = engine.recommendations_compute(user=user, limit=limit)
         assert result.strategy == "full"
-        population = engine._state.bundle.population
+        population = bundle_holder().bundle.population
         viewer = viewer_load(user_id=user.pk)
         mask = population_mask(
             population.filters, viewer.members, viewer.excluded, today=dt.date.today()
