@@ -78,9 +78,41 @@ def ranking_metrics(
     }
 
 
+def ndcg_by_group(
+    groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int
+) -> np.ndarray:
+    """float64 [G]: NDCG@k of each group (as :func:`ndcg_at_k`), groups in sorted
+    order of their ids; nan for a group without a positive."""
+    per_group = _by_group(groups, y, scores, k)
+    if per_group is None:
+        return np.zeros(0, dtype=np.float64)
+    _, positives, dcg, idcg = per_group
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(positives > 0, dcg / idcg, np.nan)
+
+
 def _grouped(
     groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int
 ) -> dict[str, float]:
+    nan = float("nan")
+    per_group = _by_group(groups, y, scores, k)
+    if per_group is None:
+        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
+    hits, positives, dcg, idcg = per_group
+    valid = positives > 0
+    if not np.any(valid):
+        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
+    return {
+        "precision": float(np.mean(hits[valid] / k)),
+        "recall": float(np.mean(hits[valid] / positives[valid])),
+        "ndcg": float(np.mean(dcg[valid] / idcg[valid])),
+        "groups": int(valid.sum()),
+    }
+
+
+def _by_group(groups: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int):
+    """(hits in the top k, positives, DCG@k, ideal DCG@k), float64 [G] each, per
+    group in sorted order of the ids; None without rows."""
     if k < 1:
         raise ValueError("k must be >= 1")
     groups = np.asarray(groups)
@@ -90,9 +122,8 @@ def _grouped(
         raise ValueError("groups, y and scores must have the same shape")
     if np.any(gain < 0):
         raise ValueError("y must be >= 0")
-    nan = float("nan")
     if groups.shape[0] == 0:
-        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
+        return None
 
     order = np.lexsort((-scores, groups))
     g, s, r = groups[order], scores[order], gain[order]
@@ -127,16 +158,7 @@ def _grouped(
     ideal = np.lexsort((-r, group_id))
     ideal_discount = cumulative[rank + 1] - cumulative[rank]
     idcg = np.bincount(group_id, weights=r[ideal] * ideal_discount, minlength=n_groups)
-
-    valid = positives > 0
-    if not np.any(valid):
-        return {"precision": nan, "recall": nan, "ndcg": nan, "groups": 0}
-    return {
-        "precision": float(np.mean(hits[valid] / k)),
-        "recall": float(np.mean(hits[valid] / positives[valid])),
-        "ndcg": float(np.mean(dcg[valid] / idcg[valid])),
-        "groups": int(valid.sum()),
-    }
+    return hits, positives, dcg, idcg
 
 
 def exposure_concentration(shown: np.ndarray, n: int) -> dict:

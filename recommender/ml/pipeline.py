@@ -39,7 +39,13 @@ from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.features import (
     FEATURE_VERSION,
 )
-from recommender.ml.metrics import log_loss, ndcg_at_k, ranking_metrics, roc_auc
+from recommender.ml.metrics import (
+    log_loss,
+    ndcg_at_k,
+    ndcg_by_group,
+    ranking_metrics,
+    roc_auc,
+)
 from recommender.ml.ranking import RankingModel, predict_scores, train_ranking
 from recommender.ml.recommend import (
     BASELINE_ORDERS,
@@ -302,7 +308,18 @@ def train_ranking_stage(
         order: objective(baseline_scores(order, valid.forward))
         for order in BASELINE_ORDERS
     }
-    model.order = serving_order(choice[model.reciprocal_weight], orders)
+    served = combine(
+        p[:half], p[half:], model.reciprocal_weight, liked_viewer, valid.passed_viewer
+    )
+    advantages = {
+        order: order_advantage(
+            _objective_by_viewer(valid, served, k),
+            _objective_by_viewer(valid, baseline_scores(order, valid.forward), k),
+            seed=seed,
+        )
+        for order in BASELINE_ORDERS
+    }
+    model.order = serving_order(advantages)
     validation = {
         "model": ndcg_at_k(
             valid.group,
@@ -351,6 +368,7 @@ def train_ranking_stage(
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},
         order=model.order,
         order_validation={MODEL_ORDER: choice[model.reciprocal_weight], **orders},
+        order_advantage={order: list(a) for order, a in advantages.items()},
         t_label=split.t_label,
         t_holdout=split.t_holdout,
         candidates=candidates,
@@ -368,13 +386,60 @@ def train_ranking_stage(
     )
 
 
-def serving_order(model_objective: float, orders: dict[str, float]) -> str:
+GUARD_RESAMPLES = 2_000
+
+
+def _objective_by_viewer(rows: CandidateRows, scores: np.ndarray, k: int) -> np.ndarray:
+    """float64 [2, G]: each validation viewer's NDCG@k of likes and of mutual likes
+    under ``scores`` (nan where the viewer has none): the parts of the objective
+    that chooses the reciprocal weight."""
+    return np.vstack(
+        [
+            ndcg_by_group(rows.group, rows.y, scores, k),
+            ndcg_by_group(rows.group, rows.mutual, scores, k),
+        ]
+    )
+
+
+def order_advantage(
+    model: np.ndarray, order: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
+) -> tuple[float, float]:
+    """(advantage, lower bound): how much higher a simple order's validation
+    objective is than the model's — mean NDCG@k of likes plus mean NDCG@k of
+    mutual likes, each over the viewers who have some, from the parts of
+    :func:`_objective_by_viewer` ([2, G] each, the same viewers) — and the 2.5th
+    percentile of that difference over a paired bootstrap of the viewers."""
+    diff = order - model  # nan where the viewer has no like (or no mutual like)
+    counted = ~np.isnan(diff)
+    diff = np.nan_to_num(diff)
+
+    def objective(weights: np.ndarray) -> np.ndarray:
+        # weights [B, G]: how often each viewer is drawn; a part nobody drawn has
+        # counts as 0, as the objective's nan_to_num does.
+        sums = weights @ (diff * counted).T  # [B, 2]
+        counts = weights @ counted.T.astype(np.float64)
+        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).sum(1)
+
+    viewers = diff.shape[1]
+    if viewers == 0:
+        return 0.0, 0.0
+    advantage = float(objective(np.ones((1, viewers)))[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(viewers, np.full(viewers, 1.0 / viewers), size=resamples)
+    lower = float(np.percentile(objective(draws.astype(np.float64)), 2.5))
+    return advantage, lower
+
+
+def serving_order(advantages: dict[str, tuple[float, float]]) -> str:
     """Which order serves: the model, unless a simple order (``BASELINE_ORDERS``)
-    scored strictly higher on the same validation objective — then that order
-    (the best one). The model wins ties: it is what the validation chose it on."""
-    best = max(orders, key=orders.get, default=None)
-    if best is not None and orders[best] > model_objective:
-        return best
+    beat it on validation beyond doubt — the lower bound of its advantage
+    (:func:`order_advantage`) above zero — then the one with the largest
+    advantage among those. A lead inside the noise keeps the model: a few hundred
+    validation viewers cannot tell two close orders apart, and the model carries
+    what the simple orders cannot see."""
+    clear = {order: a for order, (a, lower) in advantages.items() if lower > 0}
+    if clear:
+        return max(clear, key=clear.get)
     return MODEL_ORDER
 
 

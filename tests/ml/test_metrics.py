@@ -6,6 +6,7 @@ import pytest
 from recommender.ml.metrics import (
     log_loss,
     ndcg_at_k,
+    ndcg_by_group,
     precision_at_k,
     ranking_metrics,
     recall_at_k,
@@ -84,3 +85,14 @@ def test_perfect_ranking_has_ndcg_one_and_graded_gains_count():
 def test_no_group_with_a_positive_gives_nan():
     assert math.isnan(ndcg_at_k([1, 1], [0, 0], [0.3, 0.2], 10))
     assert math.isnan(precision_at_k([], [], [], 10))
+
+
+def test_ndcg_by_group_is_each_groups_ndcg_and_averages_to_ndcg_at_k():
+    groups = np.array([7, 7, 7, 3, 3, 3, 5, 5])
+    y = np.array([1, 0, 0, 0, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.1, 0.8, 0.7, 0.6, 0.3, 0.2])
+    per_group = ndcg_by_group(groups, y, scores, 2)
+    # Sorted by group id: 3 (its like third: outside the top 2), 5 (no like), 7.
+    assert per_group[0] == 0.0 and np.isnan(per_group[1]) and per_group[2] == 1.0
+    assert np.nanmean(per_group) == ndcg_at_k(groups, y, scores, 2)
+    assert ndcg_by_group(groups[:0], y[:0], scores[:0], 2).shape == (0,)

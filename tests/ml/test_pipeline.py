@@ -142,6 +142,10 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
     assert orders["model"] >= max(
         orders["popularity"], orders["liked_you_then_popularity"]
     )
+    for order, (advantage, lower) in metrics["order_advantage"].items():
+        # The advantage is the difference of the objectives reported beside it.
+        assert advantage == pytest.approx(orders[order] - orders["model"], abs=1e-9)
+        assert lower <= advantage
     for key in ("auc", "log_loss", "precision@10", "ndcg@10", "holdout_rows"):
         assert key in metrics
     assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)

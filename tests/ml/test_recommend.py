@@ -2,12 +2,13 @@
 known, not predicted."""
 
 import numpy as np
+import pytest
 
 from recommender.ml import synthetic
 from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import serving_order
+from recommender.ml.pipeline import order_advantage, serving_order
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
@@ -85,18 +86,34 @@ def test_a_model_that_lost_to_a_simple_order_on_validation_serves_that_order():
     ].tolist() == [1, 4, 3]
 
 
-def test_the_model_serves_unless_a_simple_order_beat_it_on_validation():
-    assert (
-        serving_order(0.30, {"popularity": 0.20, "liked_you_then_popularity": 0.29})
-        == "model"
+def test_a_simple_order_serves_only_when_it_beat_the_model_beyond_doubt():
+    rng = np.random.default_rng(3)
+    viewers = 300
+    model = rng.uniform(0.2, 0.6, size=(2, viewers))
+    model[1, ::3] = np.nan  # a third of the viewers had no mutual like
+
+    # Better for every viewer by 0.05 on both parts: a clear advantage of 0.1.
+    better = model + 0.05
+    advantage, lower = order_advantage(model, better, seed=0)
+    assert advantage == pytest.approx(0.10) and lower > 0
+    assert serving_order({"liked_you_then_popularity": (advantage, lower)}) == (
+        "liked_you_then_popularity"
     )
-    # A tie keeps the model: validation chose it.
-    assert serving_order(0.30, {"popularity": 0.30}) == "model"
-    assert (
-        serving_order(0.30, {"popularity": 0.31, "liked_you_then_popularity": 0.35})
-        == "liked_you_then_popularity"
-    )
-    assert serving_order(0.30, {}) == "model"
+
+    # Ahead on average, but by noise: viewers split both ways.
+    noisy = model + rng.normal(0.01, 0.2, size=model.shape)
+    advantage, lower = order_advantage(model, noisy, seed=0)
+    assert advantage > 0 > lower
+    assert serving_order({"popularity": (advantage, lower)}) == "model"
+
+    # Worse, or tied: the model.
+    worse = order_advantage(model, model - 0.05, seed=0)
+    tied = order_advantage(model, model, seed=0)
+    assert serving_order({"popularity": worse}) == "model"
+    assert serving_order({"popularity": tied}) == "model"
+    # Two clear winners: the larger advantage.
+    both = {"popularity": (0.02, 0.01), "liked_you_then_popularity": (0.05, 0.01)}
+    assert serving_order(both) == "liked_you_then_popularity"
 
 
 def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
