@@ -434,8 +434,8 @@ def serving_order(advantages: dict[str, tuple[float, float]]) -> str:
     """Which order serves: the model, unless a simple order (``BASELINE_ORDERS``)
     beat it on validation beyond doubt — the lower bound of its advantage
     (:func:`order_advantage`) above zero — then the one with the largest
-    advantage among those. A lead inside the noise keeps the model: a few hundred
-    validation viewers cannot tell two close orders apart, and the model carries
+    advantage among those. A lead inside the noise keeps the model: tens or hundreds
+    of validation viewers cannot tell two close orders apart, and the model carries
     what the simple orders cannot see."""
     clear = {order: a for order, (a, lower) in advantages.items() if lower > 0}
     if clear:
