@@ -4,8 +4,9 @@ Redis buffer, the Celery task or a direct insert), and how it lands in
 
 One row format end to end: :func:`impression_rows` turns a served page into rows
 (plain dicts, JSON-ready: they are also the ``impressions_write`` task's payload), the
-buffer's blob is a compact encoding of those rows (:func:`impressions_pack` /
-:func:`impressions_unpack`), and :func:`impressions_write` inserts them.
+buffer's blob is a compact encoding of the same rows, packed straight from the page
+(:func:`impressions_pack`) and read back as rows (:func:`impressions_unpack`), and
+:func:`impressions_write` inserts them.
 
 :func:`impressions_log` is the request path's entry. With Redis (and a worker and
 beat), a response costs one ``RPUSH`` of one JSON blob (its page-level fields once,
@@ -187,20 +188,24 @@ def impressions_log(*, user_id: int, page) -> None:
     directly; if that fails too, they are lost and logged: an impression is never
     worth a failed request.
     """
-    rows = impression_rows(user_id=user_id, page=page)
-    if not rows:
+    if not page.results:
         return
     if buffer_enabled():
         try:
-            impressions_push(blob=impressions_pack(rows=rows), user_id=user_id)
+            # The hot path packs straight from the page: no row dicts to build and
+            # throw away (they are built below only when Redis is away).
+            blob = impressions_pack(user_id=user_id, page=page)
+            impressions_push(blob=blob, user_id=user_id)
             return
         except Exception:  # noqa: BLE001 - Redis down or hung: write directly
             logger.warning(
                 "impressions not buffered; writing %d impressions directly",
-                len(rows),
+                len(page.results),
                 exc_info=True,
             )
+        rows = impression_rows(user_id=user_id, page=page)
     else:
+        rows = impression_rows(user_id=user_id, page=page)
         try:
             # retry=False: with the broker down, fail now instead of retrying while
             # the member waits.
@@ -257,21 +262,27 @@ def impressions_write(*, impressions: list[dict]) -> int:
 # --- the Redis buffer ---------------------------------------------------------------
 
 
-def impressions_pack(*, rows: list[dict]) -> bytes:
-    """One response's rows (non-empty, all of one page) as one compact JSON blob:
-    the page-level fields once, then one short item per row."""
-    page = rows[0]
+def impressions_pack(*, user_id: int, page) -> bytes:
+    """The impressions of ``page`` (a ``RecommendationPage`` with results) shown to
+    ``user_id`` as one compact JSON blob: the page-level fields once, then one short
+    item per result. :func:`impressions_unpack` reads it back as exactly the rows
+    :func:`impression_rows` builds."""
     return json.dumps(
         {
-            "r": page["request_id"],
-            "u": page["user_id"],
-            "s": page["strategy"],
-            "m": page["model_versions"],
-            "e": page["experiment"],
-            "t": page["created_at"],
+            "r": page.request_id,
+            "u": user_id,
+            "s": page.strategy,
+            "m": page.model_versions,
+            "e": page.experiment_label,
+            "t": page.created_at.isoformat(),
             "i": [
-                [row["shown_user_id"], row["position"], row["score"], row["sources"]]
-                for row in rows
+                [
+                    result["user_id"],
+                    result["rank"],
+                    result["score"],
+                    list(result["sources"]),
+                ]
+                for result in page.results
             ],
         },
         separators=(",", ":"),

@@ -297,6 +297,28 @@ def test_a_drainer_that_lost_its_lock_does_not_trim_nor_duplicate(
     assert RecommendationLog.objects.count() == 5
 
 
+def test_the_buffer_blob_reads_back_as_the_rows_of_its_page():
+    """The blob is packed straight from the page; the drain must still get exactly
+    the rows the task and the direct write carry."""
+    page = SimpleNamespace(
+        request_id="req-1",
+        strategy="full",
+        model_versions={"embedding": 3, "ranking": 5},
+        experiment_label="ranking-v5-vs-v4:challenger",
+        created_at=timezone.now(),
+        results=[
+            {"user_id": 11, "rank": 1, "score": 0.75, "sources": ("faiss", "graph")},
+            {"user_id": 12, "rank": 2, "score": 0.5, "sources": ["popular"]},
+        ],
+    )
+
+    blob = impressions.impressions_pack(user_id=7, page=page)
+
+    rows = impressions.impression_rows(user_id=7, page=page)
+    assert impressions.impressions_unpack(blob) == rows
+    assert [row["sources"] for row in rows] == [["faiss", "graph"], ["popular"]]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_drainers_write_each_row_once(buffer, monkeypatch):
     """Real threads and connections: the first drainer's lock expires while it sits
@@ -319,9 +341,7 @@ def test_two_concurrent_drainers_write_each_row_once(buffer, monkeypatch):
             ],
         )
         impressions.impressions_push(
-            blob=impressions.impressions_pack(
-                rows=impressions.impression_rows(user_id=viewer.pk, page=page)
-            )
+            blob=impressions.impressions_pack(user_id=viewer.pk, page=page)
         )
 
     for n in range(30):
