@@ -45,6 +45,7 @@ from recommender.ml.features import (
 from recommender.ml.graph import pair_neighbour_scores
 from recommender.ml.index import build_index
 from recommender.ml.recommend import (
+    ViewerContext,
     ViewerState,
     candidates_for,
     pair_matrices,
@@ -178,6 +179,17 @@ class CutState:
         row = int(self.population.store.index_of(np.array([user_id]))[0])
         return viewer_state(
             user_id, self.population.members.take([row]), self.history.of(user_id)
+        )
+
+    def context(self, viewer: ViewerState) -> ViewerContext:
+        """``viewer``'s :class:`ViewerContext` at the cut: serving's step 1 with
+        this state's population, embedding, day and time."""
+        return viewer_context(
+            self.population,
+            viewer,
+            embedding=self.embedding,
+            today=self.today,
+            now_ts=self.now_ts,
         )
 
 
@@ -319,13 +331,7 @@ def candidate_rows(
     total = 0
     for user_id in rng.permutation(viewers).tolist():
         viewer = state.viewer(user_id)
-        context = viewer_context(
-            population,
-            viewer,
-            embedding=state.embedding,
-            today=state.today,
-            now_ts=state.now_ts,
-        )
+        context = state.context(viewer)
         candidates = candidates_for(
             population, context, embedding=state.embedding, rng=rng
         )

@@ -70,7 +70,6 @@ from recommender.ml.recommend import (
     pair_matrices,
     pipeline_run,
     served_scores,
-    viewer_context,
 )
 
 _KEY_SHIFT = np.int64(1) << np.int64(32)
@@ -374,13 +373,7 @@ def _labelled(fitted: Fitted, test: InteractionArrays, config, rng, names) -> di
 def _served_pairs(fitted: Fitted, user_id: int, rows: np.ndarray) -> np.ndarray:
     """The served stage-2 scores of the viewer's pairs with ``rows``."""
     state = fitted.state
-    context = viewer_context(
-        state.population,
-        state.viewer(user_id),
-        embedding=state.embedding,
-        today=state.today,
-        now_ts=state.now_ts,
-    )
+    context = state.context(state.viewer(user_id))
     forward, backward = pair_matrices(
         state.population, context, rows, embedding=state.embedding
     )

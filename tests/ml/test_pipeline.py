@@ -18,7 +18,7 @@ from recommender.ml.pipeline import (
     json_safe,
     train_ranking_stage,
 )
-from recommender.ml.recommend import candidates_for, viewer_context
+from recommender.ml.recommend import candidates_for
 
 
 def _interactions(ts) -> InteractionArrays:
@@ -227,13 +227,7 @@ def test_training_rows_are_served_candidates_and_unanswered_impressions():
     labels = split.training_labels
     store = state.population.store
     for viewer in np.unique(labels.actor[labels.is_positive]).tolist():
-        context = viewer_context(
-            state.population,
-            state.viewer(viewer),
-            embedding=state.embedding,
-            today=state.today,
-            now_ts=state.now_ts,
-        )
+        context = state.context(state.viewer(viewer))
         found = candidates_for(
             state.population,
             context,

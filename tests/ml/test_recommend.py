@@ -17,7 +17,6 @@ from recommender.ml.recommend import (
     combine,
     rank_scores,
     served_scores,
-    viewer_context,
 )
 
 
@@ -158,13 +157,7 @@ def test_serving_ranks_a_candidate_who_passed_on_the_viewer_last():
     X = np.random.default_rng(2).normal(size=(400, len(PAIR_FEATURE_NAMES)))
     model = _model(X.astype(np.float32))
     for viewer in np.unique(split.training_labels.actor).tolist():
-        context = viewer_context(
-            state.population,
-            state.viewer(viewer),
-            embedding=state.embedding,
-            today=state.today,
-            now_ts=state.now_ts,
-        )
+        context = state.context(state.viewer(viewer))
         found = candidates_for(
             state.population,
             context,
