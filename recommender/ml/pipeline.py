@@ -292,48 +292,33 @@ def train_ranking_stage(
     half = valid.p
     liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
 
-    def objective(scores: np.ndarray) -> float:
-        return ndcg_at_k(valid.group, valid.y, scores, k) + np.nan_to_num(
-            ndcg_at_k(valid.group, valid.mutual, scores, k)
-        )
+    def parts(scores: np.ndarray) -> np.ndarray:
+        return _objective_by_viewer(valid, scores, k)
 
-    choice = {
-        weight: objective(
+    by_weight = {
+        weight: parts(
             combine(p[:half], p[half:], weight, liked_viewer, valid.passed_viewer)
         )
         for weight in RECIPROCAL_WEIGHTS
     }
+    choice = {weight: _objective(viewers) for weight, viewers in by_weight.items()}
     model.reciprocal_weight = float(max(choice, key=choice.get))
-    orders = {
-        order: objective(baseline_scores(order, valid.forward))
-        for order in BASELINE_ORDERS
+    served = by_weight[model.reciprocal_weight]
+    by_order = {
+        order: parts(baseline_scores(order, valid.forward)) for order in BASELINE_ORDERS
     }
-    served = combine(
-        p[:half], p[half:], model.reciprocal_weight, liked_viewer, valid.passed_viewer
-    )
+    orders = {order: _objective(viewers) for order, viewers in by_order.items()}
     advantages = {
-        order: order_advantage(
-            _objective_by_viewer(valid, served, k),
-            _objective_by_viewer(valid, baseline_scores(order, valid.forward), k),
-            seed=seed,
-        )
-        for order in BASELINE_ORDERS
+        order: order_advantage(served, viewers, seed=seed)
+        for order, viewers in by_order.items()
     }
     model.order = serving_order(advantages)
+    # NDCG@k of likes alone, beside random and the simple orders.
+    random = np.random.default_rng(seed).random(valid.p)
     validation = {
-        "model": ndcg_at_k(
-            valid.group,
-            valid.y,
-            combine(
-                p[:half],
-                p[half:],
-                model.reciprocal_weight,
-                liked_viewer,
-                valid.passed_viewer,
-            ),
-            k,
-        ),
-        **_validation_baselines(valid, k=k, seed=seed),
+        "model": _mean(served[0]),
+        "random": ndcg_at_k(valid.group, valid.y, random, k),
+        **{order: _mean(viewers[0]) for order, viewers in by_order.items()},
     }
     model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
     model.hyperparameters["order"] = model.order
@@ -401,6 +386,18 @@ def _objective_by_viewer(rows: CandidateRows, scores: np.ndarray, k: int) -> np.
     )
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean of the non-nan values; nan when there are none (no warning)."""
+    counted = ~np.isnan(values)
+    return float(values[counted].mean()) if counted.any() else float("nan")
+
+
+def _objective(viewers: np.ndarray) -> float:
+    """The validation objective from :func:`_objective_by_viewer`'s parts: mean
+    NDCG@k of likes plus mean NDCG@k of mutual likes (0 when nobody had one)."""
+    return _mean(viewers[0]) + np.nan_to_num(_mean(viewers[1]))
+
+
 def order_advantage(
     model: np.ndarray, order: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
 ) -> tuple[float, float]:
@@ -459,21 +456,6 @@ def _sampled_pairs(pairs: Pairs, *, seed: int) -> Pairs:
     )
     kept = np.isin(pairs[0], chosen)
     return tuple(column[kept] for column in pairs)
-
-
-def _validation_baselines(rows: CandidateRows, *, k: int, seed: int) -> dict:
-    """NDCG@k of simple orders of the validation rows (the served candidates):
-    random, and the ``BASELINE_ORDERS`` as serving would score them."""
-    random = np.random.default_rng(seed).random(rows.p)
-    return {
-        "random": ndcg_at_k(rows.group, rows.y, random, k),
-        **{
-            order: ndcg_at_k(
-                rows.group, rows.y, baseline_scores(order, rows.forward), k
-            )
-            for order in BASELINE_ORDERS
-        },
-    }
 
 
 def json_safe(value):
