@@ -206,7 +206,6 @@ def _insert_members(
     new = [
         NewMember(
             username=demo_username(index=i, width=width),
-            password=password_hash,
             joined_at=joined[i],
             display_name=names[i],
             birth_date=birth_dates[i],
@@ -228,7 +227,10 @@ def _insert_members(
         for i in range(n)
     ]
     user_ids = members_insert(
-        members=new, batch_size=BULK_BATCH_SIZE, progress=_bulk_progress(report)
+        members=new,
+        password=password_hash,
+        batch_size=BULK_BATCH_SIZE,
+        progress=_bulk_progress(report),
     )
     return np.asarray(user_ids, dtype=np.int64)
 

@@ -47,10 +47,9 @@ BulkProgress = Callable[[str, int, int, float], None]
 @dataclass(slots=True)
 class NewMember:
     """A member to create: their user, profile and preferences (defaults: the
-    models')."""
+    models'). The importers and the demo seeder both describe their members so."""
 
     username: str
-    password: str  # a hash, shared by many members: hashing is slow
     joined_at: dt.datetime
     display_name: str
     birth_date: dt.date
@@ -83,10 +82,12 @@ def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 def members_insert(
     *,
     members: Sequence[NewMember],
+    password: str,
     batch_size: int,
     progress: BulkProgress | None = None,
 ) -> list[int]:
     """Create ``members`` (usernames not taken); returns their user ids, in order.
+    ``password`` is the hash all of them get (hashing is slow: once per call).
 
     Stages reported: ``users``, ``profiles`` and ``preferences`` per batch,
     ``profile dates`` once.
@@ -99,7 +100,7 @@ def members_insert(
     for start, stop in _chunks(n, batch_size):
         batch = members[start:stop]
         created = User.objects.bulk_create(
-            User(username=m.username, password=m.password, date_joined=m.joined_at)
+            User(username=m.username, password=password, date_joined=m.joined_at)
             for m in batch
         )
         if any(user.pk is None for user in created):  # backends without RETURNING

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accounts.models import Gender
+from interactions.bulk import NewMember
 from interactions.importers import (
     DEFAULT_BATCH_SIZE,
     Edge,
     ImportRefused,
     ImportReport,
     ImportWriter,
-    MemberSpec,
     Progress,
     check_namespace,
+    username_for,
 )
 from interactions.models import InteractionKind
 
@@ -225,8 +226,8 @@ def edges_import(
         report.skip(line, f"malformed: {message}")
 
     specs = {
-        external_id: MemberSpec(
-            external_id=external_id,
+        external_id: NewMember(
+            username=username_for(namespace=namespace, external_id=external_id),
             display_name=f"{namespace} {external_id}"[:80],
             birth_date=PLACEHOLDER_BIRTH_DATE,
             gender=Gender.NONBINARY,

@@ -138,24 +138,6 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class MemberSpec:
-    """A member to create if their username is unknown."""
-
-    external_id: str
-    display_name: str
-    birth_date: dt.date
-    gender: str
-    seeking_genders: list[str]
-    joined_at: dt.datetime
-    city: str = ""
-    latitude: float | None = None
-    longitude: float | None = None
-    bio: str = ""
-    interests: list[str] = field(default_factory=list)
-    last_active_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
 class Edge:
     """One verdict to import: ``line`` of the source file, external ids, kind, time
     (aware datetime)."""
@@ -204,18 +186,19 @@ class ImportWriter:
         self.password = make_password(None)  # unusable: imported members cannot log in
 
     def write(
-        self, specs: dict[str, MemberSpec], edges: Iterable[Edge], total: int
+        self, members: dict[str, NewMember], edges: Iterable[Edge], total: int
     ) -> None:
-        """Create the unknown members, then stream ``edges`` (``total`` of them)
-        in batches, then bring the namespace's matches in line."""
-        members = sorted(specs.values(), key=lambda s: s.external_id)
+        """Create the unknown ``members`` (``{external id: member}``, usernames from
+        :func:`username_for`), then stream ``edges`` (``total`` of them) in
+        batches, then bring the namespace's matches in line."""
+        by_external_id = sorted(members.items())
         done = 0
-        for start in range(0, len(members), self.batch_size):
-            batch = members[start : start + self.batch_size]
+        for start in range(0, len(by_external_id), self.batch_size):
+            batch = by_external_id[start : start + self.batch_size]
             with transaction.atomic():
                 self._members(batch)
             done += len(batch)
-            self.progress("members", done, len(members))
+            self.progress("members", done, len(by_external_id))
 
         done = 0
         iterator = iter(edges)
@@ -239,43 +222,22 @@ class ImportWriter:
             self._matches()
         self.progress("matches", 1, 1)
 
-    def _members(self, batch: list[MemberSpec]) -> None:
-        names = {
-            username_for(namespace=self.namespace, external_id=s.external_id): s
-            for s in batch
-        }
+    def _members(self, batch: list[tuple[str, NewMember]]) -> None:
+        external_ids = {member.username: external_id for external_id, member in batch}
         existing = dict(
-            User.objects.filter(username__in=list(names)).values_list("username", "pk")
+            User.objects.filter(username__in=list(external_ids)).values_list(
+                "username", "pk"
+            )
         )
         self.report.members_existing += len(existing)
         for username, pk in existing.items():
-            self.user_ids[names[username].external_id] = pk
-        new = [(u, s) for u, s in names.items() if u not in existing]
+            self.user_ids[external_ids[username]] = pk
+        new = [member for _, member in batch if member.username not in existing]
         if not new:
             return
-        ids = members_insert(
-            members=[
-                NewMember(
-                    username=username,
-                    password=self.password,
-                    joined_at=spec.joined_at,
-                    display_name=spec.display_name,
-                    birth_date=spec.birth_date,
-                    gender=spec.gender,
-                    seeking_genders=spec.seeking_genders,
-                    city=spec.city,
-                    latitude=spec.latitude,
-                    longitude=spec.longitude,
-                    bio=spec.bio,
-                    interests=spec.interests,
-                    last_active_at=spec.last_active_at,
-                )
-                for username, spec in new
-            ],
-            batch_size=len(new),
-        )
-        for (_, spec), pk in zip(new, ids, strict=True):
-            self.user_ids[spec.external_id] = pk
+        ids = members_insert(members=new, password=self.password, batch_size=len(new))
+        for member, pk in zip(new, ids, strict=True):
+            self.user_ids[external_ids[member.username]] = pk
         self.report.members_created += len(new)
 
     def _interactions(self, batch: list[Edge]) -> None:
@@ -354,7 +316,6 @@ __all__ = [
     "ImportWriter",
     "ImportRefused",
     "ImportReport",
-    "MemberSpec",
     "check_namespace",
     "import_counts",
     "username_for",

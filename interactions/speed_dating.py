@@ -14,15 +14,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from accounts.models import Gender
+from interactions.bulk import NewMember
 from interactions.importers import (
     DEFAULT_BATCH_SIZE,
     Edge,
     ImportRefused,
     ImportReport,
     ImportWriter,
-    MemberSpec,
     Progress,
     check_namespace,
+    username_for,
 )
 from interactions.models import InteractionKind
 
@@ -172,7 +173,7 @@ def speed_dating_import(
 
     known_ages = [p["age"] for p in people.values() if p.get("age")]
     median_age = round(statistics.median(known_ages)) if known_ages else 26
-    specs: dict[str, MemberSpec] = {}
+    specs: dict[str, NewMember] = {}
     unusable: set[int] = set()
     filled_age = no_interests = 0
     for iid, person in sorted(people.items()):
@@ -204,8 +205,8 @@ def speed_dating_import(
             if gender == 0
             else (Gender.MALE, Gender.FEMALE)
         )
-        specs[str(iid)] = MemberSpec(
-            external_id=str(iid),
+        specs[str(iid)] = NewMember(
+            username=username_for(namespace=namespace, external_id=str(iid)),
             display_name=f"Participant {iid}",
             birth_date=birth_date,
             gender=own,
@@ -255,20 +256,10 @@ def speed_dating_import(
         edges.append(Edge(line, str(iid), str(pid), kind, at))
         if str(iid) not in last_active or at > last_active[str(iid)]:
             last_active[str(iid)] = at
-    specs = {
-        key: _with_last_active(spec, last_active.get(key))
-        for key, spec in specs.items()
-    }
+    for external_id, at in last_active.items():
+        specs[external_id].last_active_at = at
     ImportWriter(namespace, report, batch_size, progress).write(
         specs, edges, len(edges)
     )
     report.seconds = time.monotonic() - started
     return report
-
-
-def _with_last_active(spec: MemberSpec, at: dt.datetime | None) -> MemberSpec:
-    if at is None:
-        return spec
-    values = {name: getattr(spec, name) for name in spec.__dataclass_fields__}
-    values["last_active_at"] = at
-    return MemberSpec(**values)

@@ -270,6 +270,9 @@ def test_speed_dating_waves_import_with_round_order_matches_and_a_second_run(
     ]
     assert times == sorted(times)
     assert times[0] == wave_start(1) + dt.timedelta(minutes=4 * (own[0][0] - 1))
+    # Joined just before their evening, last active at their last date.
+    assert profile.created_at == wave_start(1) - dt.timedelta(hours=1)
+    assert profile.last_active_at == times[-1]
 
     before = _snapshot("sd")
     again = speed_dating_import(path=path)
