@@ -38,6 +38,7 @@ from recommender.ml.embeddings import (
     vectors_for_index,
 )
 from recommender.ml.features import (
+    KEY_SHIFT,
     REVERSED_NEIGHBOURS,
     build_feature_store,
     pair_features,
@@ -56,7 +57,6 @@ from recommender.ml.recommend import (
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # viewer ids, candidate ids, y
 DEFAULT_K = 10
 DEFAULT_MAX_TRAIN_ROWS = 2_000_000
-KEY_SHIFT = np.int64(1) << np.int64(32)  # a * KEY_SHIFT + b: one int64 key of a pair
 
 
 @dataclass

@@ -62,6 +62,7 @@ from recommender.ml.evaluation_fit import (
     sampled_cases,
     strategies_of,
 )
+from recommender.ml.features import KEY_SHIFT
 from recommender.ml.metrics import exposure_concentration, ranking_metrics, roc_auc
 from recommender.ml.pipeline import json_safe
 from recommender.ml.ranking import RankingModel
@@ -72,8 +73,6 @@ from recommender.ml.recommend import (
     served_scores,
 )
 
-_KEY_SHIFT = np.int64(1) << np.int64(32)
-
 
 class _MutualPairs:
     """Ordered pairs (actor, target) whose mutual like was complete in the test
@@ -82,8 +81,8 @@ class _MutualPairs:
     def __init__(self, interactions: InteractionArrays, t_cut: float):
         final = interactions.current()
         positive = final.select(final.is_positive)
-        keys = positive.actor * _KEY_SHIFT + positive.target
-        reverse = positive.target * _KEY_SHIFT + positive.actor
+        keys = positive.actor * KEY_SHIFT + positive.target
+        reverse = positive.target * KEY_SHIFT + positive.actor
         order = np.argsort(keys)
         keys_sorted, ts_sorted = keys[order], positive.ts[order]
         back = sorted_positions(keys_sorted, reverse)
@@ -94,7 +93,7 @@ class _MutualPairs:
         self.count = int(self.keys.shape[0] // 2)
 
     def contains(self, actor_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
-        return sorted_positions(self.keys, actor_ids * _KEY_SHIFT + target_ids) >= 0
+        return sorted_positions(self.keys, actor_ids * KEY_SHIFT + target_ids) >= 0
 
 
 def _bootstrap_ci(values: np.ndarray, seed: int, resamples: int = 2_000) -> list:

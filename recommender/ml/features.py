@@ -35,7 +35,7 @@ PRIOR_STRENGTH = 10.0
 UNKNOWN_DISTANCE_KM = 20_000.0  # half the Earth's circumference: farther than anyone
 EARTH_RADIUS_KM = 6371.0
 PAIR_CHUNK = 1 << 18  # pairs per block in pair_features (bounds temporary memory)
-_KEY_SHIFT = np.int64(1) << np.int64(32)
+KEY_SHIFT = np.int64(1) << np.int64(32)  # a * KEY_SHIFT + b: one int64 key of a pair
 
 PAIR_FEATURE_NAMES: list[str] = [
     "age_gap_years",
@@ -227,8 +227,7 @@ def build_feature_store(
     last_seen = np.maximum(np.maximum(last_action, last_seen), members.created_ts)
 
     liked_keys = np.unique(
-        members.user_id[actor[positive]] * _KEY_SHIFT
-        + members.user_id[target[positive]]
+        members.user_id[actor[positive]] * KEY_SHIFT + members.user_id[target[positive]]
     )
     age = (now_ts / SECONDS_PER_DAY - members.birth_day) / DAYS_PER_YEAR
     return FeatureStore(
@@ -465,7 +464,7 @@ def _pair_block(store, v, c, taste, appeal, neighbours) -> np.ndarray:
         affinity = np.einsum("ij,ij->i", taste[v], appeal[c])
         reciprocal = np.einsum("ij,ij->i", taste[c], appeal[v])
 
-    reverse_keys = store.user_id[c] * _KEY_SHIFT + store.user_id[v]
+    reverse_keys = store.user_id[c] * KEY_SHIFT + store.user_id[v]
     liked_viewer = sorted_positions(store.liked_keys, reverse_keys) >= 0
 
     columns = (

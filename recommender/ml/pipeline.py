@@ -23,7 +23,6 @@ import numpy as np
 from recommender.ml.cut import (
     DEFAULT_K,
     DEFAULT_MAX_TRAIN_ROWS,
-    KEY_SHIFT,
     CandidateRows,
     CutState,
     HoldoutRows,
@@ -38,6 +37,7 @@ from recommender.ml.cut import (
 from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.ml.features import (
     FEATURE_VERSION,
+    KEY_SHIFT,
 )
 from recommender.ml.metrics import (
     log_loss,

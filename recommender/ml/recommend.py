@@ -40,6 +40,7 @@ from recommender.ml.candidates import (
 )
 from recommender.ml.data import SECONDS_PER_DAY, InteractionArrays, MemberArrays
 from recommender.ml.features import (
+    KEY_SHIFT,
     PAIR_FEATURE_NAMES,
     PRIOR_STRENGTH,
     RECENT_DAYS,
@@ -57,7 +58,6 @@ NEW_MEMBER_DAYS = 14.0
 NEW_MEMBER_BOOST = 0.10
 RECENTLY_ACTIVE_DAYS = 1.0
 RECENTLY_ACTIVE_BOOST = 0.05
-_KEY_SHIFT = np.int64(1) << np.int64(32)
 # Forward-pair column saying the candidate already liked the viewer: their side of
 # the pair is then known, not predicted (see :func:`combine`).
 CANDIDATE_LIKED_VIEWER = PAIR_FEATURE_NAMES.index("candidate_liked_viewer")
@@ -99,7 +99,7 @@ def liked_viewer_keys(*, user_id: int, history: InteractionArrays) -> np.ndarray
     """int64 sorted ``actor * 2**32 + target`` keys of the likes the viewer
     received (the ``candidate_liked_viewer`` feature of the viewer's pairs)."""
     liked = (history.target == user_id) & history.is_positive
-    keys = history.actor[liked] * _KEY_SHIFT + np.int64(user_id)
+    keys = history.actor[liked] * KEY_SHIFT + np.int64(user_id)
     return np.unique(keys.astype(np.int64))
 
 
