@@ -33,6 +33,7 @@ from recommender.services.runs import (
     lock_running_run,
     record_stage,
     run_succeed,
+    stage_register,
     training_run_heartbeat,
 )
 from registry.artifacts import StoredArtifact, artifact_delete, artifact_save
@@ -108,27 +109,27 @@ def index_build(*, run_id: int, embedding_model=None) -> IndexArtifact:
             embedding_model.user_id,
             queries=embedding_model.taste,
         )
-    try:
-        with transaction.atomic():
-            run = lock_running_run(run_id)
-            if run.index_artifact_id is not None:
-                artifact_delete(name=built.stored.name)
-                return run.index_artifact
-            index = _register_index(run.embedding_model_id, built)
-            run.index_artifact = index
-            record_stage(
-                run,
-                "index",
-                time.monotonic() - started,
-                type=index.index_type,
-                n=index.n_vectors,
-                **index.metrics,
-            )
-            run.save()
-            return index
-    except BaseException:
-        artifact_delete(name=built.stored.name)
-        raise
+
+    def register(run: TrainingRun) -> IndexArtifact:
+        index = _register_index(run.embedding_model_id, built)
+        run.index_artifact = index
+        record_stage(
+            run,
+            "index",
+            time.monotonic() - started,
+            type=index.index_type,
+            n=index.n_vectors,
+            **index.metrics,
+        )
+        run.save()
+        return index
+
+    return stage_register(
+        run_id=run_id,
+        done="index_artifact",
+        artifact_name=built.stored.name,
+        register=register,
+    )
 
 
 @dataclass

@@ -5,8 +5,9 @@ refuses to start while another run is ``running`` with a fresh heartbeat, and ta
 stale one over (its worker died). The stages (``stages``, ``indexes``,
 ``evaluation``) beat the heartbeat, keep it beating while they compute
 (:class:`HeartbeatThread`), lock their run to register what they produced
-(:func:`lock_running_run`) and record their timings (:func:`record_stage`); they load
-their data as of the run's start (:func:`run_data_load`).
+(:func:`lock_running_run`; :func:`stage_register` when it is a stored artifact) and
+record their timings (:func:`record_stage`); they load their data as of the run's
+start (:func:`run_data_load`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -26,6 +28,7 @@ from config.api import ApplicationError
 from recommender import data as db
 from recommender.ml.data import InteractionArrays, MemberArrays
 from recommender.models import TrainingRun, TrainingRunStatus
+from registry.artifacts import artifact_delete
 from registry.services import model_discard_unindexed
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,8 @@ logger = logging.getLogger(__name__)
 SEED = 0
 
 Progress = Callable[[str], None]
+
+T = TypeVar("T")
 
 
 class TrainingRunNotRunning(Exception):
@@ -199,6 +204,33 @@ def lock_running_run(run_id: int) -> TrainingRun:
     if run.status != TrainingRunStatus.RUNNING:
         raise TrainingRunNotRunning(f"Training run {run_id} is {run.status}.")
     return run
+
+
+def stage_register(
+    *,
+    run_id: int,
+    done: str,
+    artifact_name: str,
+    register: Callable[[TrainingRun], T],
+) -> T:
+    """Register what a stage produced, stored as ``artifact_name``: in one
+    transaction, lock the running run and call ``register(run)`` (which saves it).
+    If another delivery of the stage registered first (the run's ``done`` relation
+    is set), return that instead. The file is deleted, after the transaction,
+    unless this call registered it and that committed."""
+    registered = False
+    try:
+        with transaction.atomic():
+            run = lock_running_run(run_id)
+            if getattr(run, f"{done}_id") is not None:
+                result, registers = getattr(run, done), False
+            else:
+                result, registers = register(run), True
+        registered = registers
+    finally:
+        if not registered:
+            artifact_delete(name=artifact_name)
+    return result
 
 
 def record_stage(run: TrainingRun, stage: str, seconds: float, **details) -> None:

@@ -32,9 +32,10 @@ from recommender.services.runs import (
     lock_running_run,
     record_stage,
     run_data_load,
+    stage_register,
     training_run_heartbeat,
 )
-from registry.artifacts import artifact_delete, artifact_save
+from registry.artifacts import artifact_save
 from registry.models import MLModel, ModelKind
 from registry.services import model_register
 
@@ -116,50 +117,50 @@ def embeddings_train(*, run_id: int, data: RunData | None = None) -> MLModel:
         )
     seconds = time.monotonic() - started
     window_start, window_end = _window(data)
-    try:
-        with transaction.atomic():
-            run = lock_running_run(run_id)
-            if run.embedding_model_id is not None:
-                artifact_delete(name=stored.name)
-                return run.embedding_model
-            registered = model_register(
-                kind=ModelKind.EMBEDDING,
-                stored_artifact=stored,
-                metrics={
-                    **model.metrics,
-                    "learned_taste_share": float(np.mean(model.has_taste))
-                    if data.members.n
-                    else 0.0,
-                    "learned_appeal_share": float(np.mean(model.has_appeal))
-                    if data.members.n
-                    else 0.0,
-                    "training_seconds": round(seconds, 3),
-                },
-                hyperparameters=model.hyperparameters,
-                feature_version=FEATURE_VERSION,
-                training_window_start=window_start,
-                training_window_end=window_end,
-                data_counts=_data_counts(data),
-                notes=f"training run {run_id}",
-            )
-            db.user_embeddings_write(
-                model_id=registered.pk,
-                user_ids=model.user_id,
-                vectors=db.embedding_pack(model.taste, model.appeal),
-                created_at=timezone.now(),
-            )
-            run.embedding_model = registered
-            record_stage(
-                run,
-                "embeddings",
-                time.monotonic() - started,
-                version=registered.version,
-            )
-            run.save()
-            return registered
-    except BaseException:
-        artifact_delete(name=stored.name)
-        raise
+
+    def register(run: TrainingRun) -> MLModel:
+        registered = model_register(
+            kind=ModelKind.EMBEDDING,
+            stored_artifact=stored,
+            metrics={
+                **model.metrics,
+                "learned_taste_share": float(np.mean(model.has_taste))
+                if data.members.n
+                else 0.0,
+                "learned_appeal_share": float(np.mean(model.has_appeal))
+                if data.members.n
+                else 0.0,
+                "training_seconds": round(seconds, 3),
+            },
+            hyperparameters=model.hyperparameters,
+            feature_version=FEATURE_VERSION,
+            training_window_start=window_start,
+            training_window_end=window_end,
+            data_counts=_data_counts(data),
+            notes=f"training run {run_id}",
+        )
+        db.user_embeddings_write(
+            model_id=registered.pk,
+            user_ids=model.user_id,
+            vectors=db.embedding_pack(model.taste, model.appeal),
+            created_at=timezone.now(),
+        )
+        run.embedding_model = registered
+        record_stage(
+            run,
+            "embeddings",
+            time.monotonic() - started,
+            version=registered.version,
+        )
+        run.save()
+        return registered
+
+    return stage_register(
+        run_id=run_id,
+        done="embedding_model",
+        artifact_name=stored.name,
+        register=register,
+    )
 
 
 # --- stage 4: ranking --------------------------------------------------------------
@@ -205,51 +206,51 @@ def ranking_train(
     seconds = time.monotonic() - started
     metrics = {**result.metrics, "training_seconds": round(seconds, 3)}
     window_start, window_end = _window(data)
-    try:
-        with transaction.atomic():
-            run = lock_running_run(run_id)
-            if run.ranking_model_id is not None:
-                artifact_delete(name=stored.name)
-                return run.ranking_model
-            registered = model_register(
-                kind=ModelKind.RANKING,
-                stored_artifact=stored,
-                metrics=metrics,
-                hyperparameters={
-                    "model_type": result.model.model_type,
-                    "feature_names": list(result.model.feature_names),
-                    **result.model.hyperparameters,
-                    "embedding": {"dim": settings.KINDRED["EMBEDDING_DIM"]},
-                    "seed": SEED,
-                },
-                feature_version=result.model.feature_version,
-                training_window_start=window_start,
-                training_window_end=window_end,
-                data_counts={
-                    **_data_counts(data),
-                    **{
-                        key: metrics[key]
-                        for key in ("train_rows", "holdout_rows")
-                        if key in metrics
-                    },
-                },
-                notes=f"training run {run_id}",
-            )
-            run.ranking_model = registered
-            run.summary["ranking_gate"] = gate
-            record_stage(
-                run,
-                "ranking",
-                seconds,
-                version=registered.version,
+
+    def register(run: TrainingRun) -> MLModel:
+        registered = model_register(
+            kind=ModelKind.RANKING,
+            stored_artifact=stored,
+            metrics=metrics,
+            hyperparameters={
+                "model_type": result.model.model_type,
+                "feature_names": list(result.model.feature_names),
+                **result.model.hyperparameters,
+                "embedding": {"dim": settings.KINDRED["EMBEDDING_DIM"]},
+                "seed": SEED,
+            },
+            feature_version=result.model.feature_version,
+            training_window_start=window_start,
+            training_window_end=window_end,
+            data_counts={
+                **_data_counts(data),
                 **{
-                    key: metrics.get(key)
-                    for key in ("auc", "ndcg@10", "log_loss")
+                    key: metrics[key]
+                    for key in ("train_rows", "holdout_rows")
                     if key in metrics
                 },
-            )
-            run.save()
-            return registered
-    except BaseException:
-        artifact_delete(name=stored.name)
-        raise
+            },
+            notes=f"training run {run_id}",
+        )
+        run.ranking_model = registered
+        run.summary["ranking_gate"] = gate
+        record_stage(
+            run,
+            "ranking",
+            seconds,
+            version=registered.version,
+            **{
+                key: metrics.get(key)
+                for key in ("auc", "ndcg@10", "log_loss")
+                if key in metrics
+            },
+        )
+        run.save()
+        return registered
+
+    return stage_register(
+        run_id=run_id,
+        done="ranking_model",
+        artifact_name=stored.name,
+        register=register,
+    )

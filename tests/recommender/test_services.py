@@ -16,11 +16,13 @@ from recommender.models import (
     UserEmbedding,
     UserFeatures,
 )
+from recommender.services import stages
 from recommender.services.evaluation import models_evaluate
 from recommender.services.indexes import index_build, serving_index_refresh
 from recommender.services.runs import TrainingRunNotRunning, training_run_start
 from recommender.services.stages import embeddings_train, features_compute
 from registry.models import IndexArtifact, MLModel, ModelKind
+from tests.registry.factories import MLModelFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -136,6 +138,27 @@ def test_a_failure_while_registering_leaves_no_model_and_no_file(
     assert _files(media) == []
     run.refresh_from_db()
     assert run.embedding_model_id is None
+
+
+def test_a_version_registered_meanwhile_by_a_redelivery_wins_and_the_new_file_goes(
+    seeded, media, monkeypatch
+):
+    run = training_run_start(trigger="cli")
+    earlier = MLModelFactory(kind=ModelKind.EMBEDDING)
+    save = stages.artifact_save
+
+    def save_then_lose_the_race(**kwargs):
+        stored = save(**kwargs)
+        # The other delivery registers after this one's check, before its lock.
+        TrainingRun.objects.filter(pk=run.pk).update(embedding_model=earlier)
+        return stored
+
+    monkeypatch.setattr(stages, "artifact_save", save_then_lose_the_race)
+
+    assert embeddings_train(run_id=run.pk) == earlier
+    assert list(MLModel.objects.all()) == [earlier]
+    assert not UserEmbedding.objects.exists()
+    assert _files(media) == []
 
 
 def test_index_is_registered_for_the_embedding_version_with_recall(seeded, media):
