@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +124,7 @@ def demo_seed(
     # Hashing is deliberately slow: once for everybody, not once per member.
     password_hash = make_password(DEMO_PASSWORD)
     window_end = timezone.now().replace(microsecond=0)
+    window_start = window_end - dt.timedelta(seconds=dataset.config.window_seconds)
 
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -134,9 +135,11 @@ def demo_seed(
             return DemoSeedSummary(members=present, skipped=True)
         if present:
             _flush_demo_members(report)
-        user_ids = _insert_members(dataset, password_hash, window_end, report)
-        _insert_interactions(dataset, user_ids, window_end, report)
-        matches = _insert_matches(dataset, user_ids, window_end, report)
+        user_ids = _insert_members(
+            dataset, password_hash, window_start, window_end, report
+        )
+        _insert_interactions(dataset, user_ids, window_start, report)
+        matches = _insert_matches(dataset, user_ids, window_start, report)
         commit_started = time.monotonic()
     # Deferred foreign-key checks of every inserted row run at commit.
     report(DemoSeedProgress("commit", 0, 0, time.monotonic() - commit_started))
@@ -168,9 +171,9 @@ def _flush_demo_members(report: ProgressCallback) -> None:
     report(DemoSeedProgress("flush", total, total, time.monotonic() - stage_started))
 
 
-def _datetimes(window_end: dt.datetime, window_seconds: int, offsets: np.ndarray):
-    window_start = window_end - dt.timedelta(seconds=window_seconds)
-    return [window_start + dt.timedelta(seconds=s) for s in offsets.tolist()]
+def _datetimes(window_start: dt.datetime, offsets: Iterable[float]):
+    """The moments ``offsets`` seconds into the window."""
+    return [window_start + dt.timedelta(seconds=s) for s in offsets]
 
 
 def _bulk_progress(report: ProgressCallback):
@@ -183,6 +186,7 @@ def _bulk_progress(report: ProgressCallback):
 def _insert_members(
     dataset: synthetic.SyntheticDataset,
     password_hash: str,
+    window_start: dt.datetime,
     window_end: dt.datetime,
     report: ProgressCallback,
 ) -> np.ndarray:
@@ -190,9 +194,8 @@ def _insert_members(
     members = dataset.members
     n = members.n
     width = max(5, len(str(n)))
-    window_seconds = dataset.config.window_seconds
-    joined = _datetimes(window_end, window_seconds, members.created_at_s)
-    last_active = _datetimes(window_end, window_seconds, members.last_active_at_s)
+    joined = _datetimes(window_start, members.created_at_s.tolist())
+    last_active = _datetimes(window_start, members.last_active_at_s.tolist())
     names = synthetic.display_names(members)
     interests = synthetic.interest_lists(members)
     bios = synthetic.bios(members, interests)
@@ -235,20 +238,14 @@ def _insert_members(
     return np.asarray(user_ids, dtype=np.int64)
 
 
-def _window_start(dataset: synthetic.SyntheticDataset, window_end: dt.datetime):
-    return window_end - dt.timedelta(seconds=dataset.config.window_seconds)
-
-
 def _insert_interactions(
     dataset: synthetic.SyntheticDataset,
     user_ids: np.ndarray,
-    window_end: dt.datetime,
+    window_start: dt.datetime,
     report: ProgressCallback,
 ) -> None:
     interactions = dataset.interactions
-    start64 = np.datetime64(
-        _window_start(dataset, window_end).replace(tzinfo=None), "s"
-    )
+    start64 = np.datetime64(window_start.replace(tzinfo=None), "s")
     interactions_insert(
         actor_ids=user_ids[interactions.actor],
         target_ids=user_ids[interactions.target],
@@ -265,7 +262,7 @@ def _insert_interactions(
 def _insert_matches(
     dataset: synthetic.SyntheticDataset,
     user_ids: np.ndarray,
-    window_end: dt.datetime,
+    window_start: dt.datetime,
     report: ProgressCallback,
 ) -> int:
     """One Match per mutual positive pair among the demo members; returns the count."""
@@ -282,7 +279,6 @@ def _insert_matches(
             strict=True,
         )
     )
-    window_start = _window_start(dataset, window_end)
     inserted = matches_create(
         matched_at={
             pair: window_start + dt.timedelta(seconds=seconds)
