@@ -129,6 +129,22 @@ def test_a_newer_negative_rating_updates_the_row_and_ends_the_match(tmp_path):
     assert row.created_at == dt.datetime.fromtimestamp(1289241942, tz=dt.UTC)
 
 
+def test_a_newer_like_back_reopens_the_ended_match_dated_anew(tmp_path):
+    _call("import_interactions", str(_csv(tmp_path, EDGES)), "--namespace", "t")
+    edges_import(
+        path=_csv(tmp_path, "2,1,-10,1300000000\n", name="ended.csv"), namespace="t"
+    )
+    again = _csv(tmp_path, "2,1,5,1400000000\n", name="again.csv")
+
+    report = edges_import(path=again, namespace="t")
+
+    assert report.matches_reopened == 1
+    assert report.matches_created == report.matches_ended == 0
+    match = Match.objects.get()
+    assert match.is_active and match.end_reason == ""
+    assert match.matched_at == dt.datetime.fromtimestamp(1400000000, tz=dt.UTC)
+
+
 def test_malformed_rows_are_refused_with_their_line_numbers(tmp_path):
     path = _csv(
         tmp_path,
