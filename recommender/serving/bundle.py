@@ -117,11 +117,12 @@ def statement_timeout_lifted():
 
 
 def bundle_build(
-    generation: str, snapshot: RegistrySnapshot, old: Bundle | None, errors: list
+    generation: str, snapshot: RegistrySnapshot, old: Bundle | None
 ) -> Bundle:
     """The bundle serving ``snapshot``, reusing what ``old`` already holds of it.
-    What fails to load is left out and described in ``errors``."""
+    What fails to load is left out and described in the bundle's ``errors``."""
     loaded_at = time.time()
+    errors: list[str] = []
     old_embeddings = old.embeddings if old is not None else {}
     embedding_models = {}
     for pk in snapshot.model_ids(ModelKind.EMBEDDING):
@@ -187,6 +188,7 @@ def bundle_build(
         rankings=rankings,
         loaded_at=loaded_at,
         load_seconds=0.0,
+        errors=errors,
     )
 
 

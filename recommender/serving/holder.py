@@ -195,8 +195,6 @@ class BundleHolder:
             if old is not None and not self._needs_reload(old, generation):
                 return  # another thread loaded it while this one waited
             self.attempted, self.attempted_at = generation, time.monotonic()
-            started = time.monotonic()
-            errors: list[str] = []
             try:
                 snapshot = registry_snapshot_read()
             except Exception as error:  # noqa: BLE001
@@ -213,15 +211,14 @@ class BundleHolder:
                     dataclasses.replace(old, generation=generation, snapshot=snapshot)
                 )
                 return
-            bundle = bundle_build(generation, snapshot, old, errors)
-            bundle.load_seconds = time.monotonic() - started
+            bundle = bundle_build(generation, snapshot, old)
+            bundle.load_seconds = time.monotonic() - self.attempted_at
             metrics.SERVING_LOAD_SECONDS.observe(bundle.load_seconds)
-            if errors:
-                bundle.errors = errors
+            if bundle.errors:
                 if old is not None and not old.errors:
-                    self._record_failure(errors, keep=old)
+                    self._record_failure(bundle.errors, keep=old)
                     return
-                self._record_failure(errors, keep=None)
+                self._record_failure(bundle.errors, keep=None)
                 self._swap(bundle, clear_degraded=False)
                 return
             self._swap(bundle)
