@@ -34,7 +34,6 @@ from django.db.models import F, Q
 
 from recommender.ml.abtest import Interval, ProportionTest
 from recommender.selectors import ArmReport, ab_report
-from recommender.serving import experiment_name
 from registry.models import ActivationAction, MLModel, ModelActivation
 from registry.services import model_set_traffic
 
@@ -179,6 +178,10 @@ def _challengers_stop(*, experiment: Experiment, reason: str) -> list[ModelActiv
 
 
 def _experiment_of(serving_versions: list[MLModel]) -> Experiment | None:
+    # Imported here: the serving package brings FAISS and scikit-learn, and this
+    # module is imported by the admin, so at every process's start.
+    from recommender.serving import experiment_name
+
     active = {model.kind: model for model in serving_versions if model.is_active}
     challengers = {
         model.kind: model

@@ -1,11 +1,15 @@
 """Who may import whom: the registry is generic, config's kernel names no app,
-and only the benchmark's URLconf mounts the naive baseline.
+only the benchmark's URLconf mounts the naive baseline, and starting Django loads
+no serving code.
 
 Read from the source (every ``import``, at module level or inside a function), so
 a lazy import cannot hide an edge.
 """
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,20 @@ def test_the_config_kernel_imports_no_app(path):
 
 def test_the_project_urls_know_no_benchmark():
     assert "benchmarks" not in (ROOT / "config" / "urls.py").read_text()
+
+
+def test_starting_django_loads_neither_serving_nor_faiss():
+    # Every process starts Django (admin autodiscovery included); the serving
+    # package, FAISS and scikit-learn load on the first recommendation only.
+    code = (
+        "import sys, django; django.setup(); "
+        "print(sorted(m for m in ('faiss', 'sklearn', 'recommender.serving') "
+        "if m in sys.modules))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
