@@ -365,6 +365,8 @@ def impressions_drain(
     """Move buffered impressions into ``RecommendationLog``; returns the rows written
     (0 when another drainer holds the lock)."""
     client = redis_client()
+    trim = client.register_script(_TRIM_IF_OWNER)
+    release = client.register_script(_RELEASE_IF_OWNER)
     token = uuid.uuid4().hex
     if not client.set(lock_key(), token, nx=True, px=LOCK_MILLISECONDS):
         logger.info("impressions drain skipped: another drainer holds the lock")
@@ -386,12 +388,11 @@ def impressions_drain(
             with transaction.atomic():
                 written += impressions_write(impressions=rows)
             _after_commit_before_trim()
-            trim = client.register_script(_TRIM_IF_OWNER)
             if not trim(keys=[lock_key(), queue_key()], args=[token, len(blobs)]):
                 logger.warning("impressions drain lost its lock; not trimming")
                 break
             if len(blobs) < batch or time.monotonic() >= deadline:
                 break
     finally:
-        client.register_script(_RELEASE_IF_OWNER)(keys=[lock_key()], args=[token])
+        release(keys=[lock_key()], args=[token])
     return written
