@@ -233,3 +233,29 @@ def test_the_active_version_gauges_follow_the_loaded_bundle(
         == trained.ranking.version
     )
     assert REGISTRY.get_sample_value("serving_index_vectors") > 0
+
+
+def test_a_ranking_promotion_reloads_only_the_ranking_model(
+    engine, trained, admin_client, member_user
+):
+    """Parts whose version did not change are reused, not loaded again: the
+    member store, the embedding's vectors and its FAISS index stay the same
+    objects."""
+    _versions(member_user)
+    before = bundle_holder().bundle
+    new = register_copy(trained.ranking)
+
+    _promote_in_admin(admin_client, new)
+    assert _versions(member_user)["ranking"] == new.version
+
+    after = bundle_holder().bundle
+    assert after is not before
+    assert set(after.rankings) == {new.pk}
+    assert after.population is before.population
+    kept, was = (
+        after.embeddings[trained.embedding.pk],
+        before.embeddings[trained.embedding.pk],
+    )
+    assert kept.model is was.model
+    assert kept.taste is was.taste
+    assert kept.index is was.index
