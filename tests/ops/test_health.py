@@ -112,6 +112,29 @@ def test_health_is_degraded_when_the_cache_fails(client, engine, monkeypatch):
     assert "redis gone" in body["components"]["cache"]["error"]
 
 
+def test_health_reports_every_component_of_a_failing_app_check_down(
+    client, monkeypatch
+):
+    # The recommender's check (registered in RecommenderConfig.ready) raises: both
+    # of its components are down with the error; /health still answers.
+    def broken():
+        raise RuntimeError("serving state unreadable")
+
+    monkeypatch.setattr("recommender.serving.serving_health", broken)
+
+    response = client.get("/health")
+    body = response.json()
+
+    assert response.status_code == 200
+    assert body["status"] == "degraded"
+    for name in ("models", "index"):
+        assert body["components"][name] == {
+            "status": "down",
+            "error": "RuntimeError: serving state unreadable",
+        }
+        assert name in body["problems"]
+
+
 def test_health_probes_a_redis_broker_with_a_short_timeout(client, engine, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
