@@ -88,7 +88,7 @@ def _register_index(embedding_model_id: int, built: BuiltIndex) -> IndexArtifact
     )
 
 
-def index_build(*, run_id: int, embedding_model=None) -> IndexArtifact:
+def index_build(*, run_id: int) -> IndexArtifact:
     """Build the FAISS index over the run's embedding version and register it
     (recall against exact search measured and stored on the index and copied into
     the embedding version's metrics)."""
@@ -100,10 +100,9 @@ def index_build(*, run_id: int, embedding_model=None) -> IndexArtifact:
         raise RuntimeError(f"Training run {run_id} has no embedding model to index.")
     started = time.monotonic()
     with HeartbeatThread(run_id):
-        if embedding_model is None:
-            embedding_model = model_artifact_load(
-                model=MLModel.objects.get(pk=run.embedding_model_id)
-            )
+        embedding_model = model_artifact_load(
+            model=MLModel.objects.get(pk=run.embedding_model_id)
+        )
         built = _build_and_store_index(
             vectors_for_index(embedding_model),
             embedding_model.user_id,
