@@ -1,6 +1,7 @@
 """The layout's rules, read from the source: no import cycles between our modules,
-the ML library free of Django, and modules small enough to read (who may import
-whom across apps: tests/test_layers.py).
+who may import whom (the ML library free of Django, a generic registry, a config
+kernel that names no app), modules small enough to read, and nothing heavy loaded
+when Django starts.
 
 Imports are read with ``ast`` — every ``import`` and ``from … import`` anywhere in
 a module, inside functions included: an import deferred into a function still
@@ -11,12 +12,25 @@ Only imports under ``if TYPE_CHECKING:`` (annotations, never run) are left out.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("accounts", "config", "interactions", "recommender", "registry")
+APP_NAMES = ("accounts", "interactions", "recommender", "registry")
+# The roof of config names the apps (INSTALLED_APPS, include(), autodiscover): see
+# config/__init__.py. The rest of config is the kernel every app may import.
+CONFIG_ROOF = {
+    "config.settings",
+    "config.test_settings",
+    "config.urls",
+    "config.celery",
+    "config.wsgi",
+}
 MAX_LINES = 550  # "about 500"
 LONGER_ALLOWED = {"recommender.ml.synthetic"}  # the planted-data generator
 
@@ -145,3 +159,59 @@ def test_no_module_is_too_long_to_read():
         and (lines := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def _edges(graph, *, source, target) -> list[str]:
+    return sorted(
+        f"{name} -> {imported}"
+        for name, imports in graph.items()
+        if source(name)
+        for imported in imports
+        if target(imported)
+    )
+
+
+def test_the_registry_imports_no_other_app(graph):
+    others = set(APP_NAMES) - {"registry"}
+    assert (
+        _edges(
+            graph,
+            source=lambda name: name.split(".")[0] == "registry",
+            target=lambda name: name.split(".")[0] in others,
+        )
+        == []
+    )
+
+
+def test_the_config_kernel_imports_no_app(graph):
+    assert (
+        _edges(
+            graph,
+            source=lambda name: (
+                name.split(".")[0] == "config" and name not in CONFIG_ROOF
+            ),
+            target=lambda name: name.split(".")[0] in APP_NAMES,
+        )
+        == []
+    )
+
+
+def test_the_project_urls_know_no_benchmark():
+    assert "benchmarks" not in (ROOT / "config" / "urls.py").read_text()
+
+
+def test_starting_django_loads_neither_serving_nor_faiss():
+    # Every process starts Django (admin autodiscovery included); the serving
+    # package, FAISS and scikit-learn load on the first recommendation only.
+    code = (
+        "import sys, django; django.setup(); "
+        "print(sorted(m for m in ('faiss', 'sklearn', 'recommender.serving') "
+        "if m in sys.modules))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
