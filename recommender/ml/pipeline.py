@@ -264,9 +264,10 @@ def train_ranking_stage(
     # Validation: a seeded share of the latest window's viewers (model selection,
     # calibration and the reciprocal weight); training: everything else, with a
     # seeded share of the negatives (the likes are rare: ~0.5 % of the rows).
+    groups = np.unique(latest.group)
     valid_groups = rng.choice(
-        latest.group,
-        size=max(1, int(round(validation_fraction * viewers.shape[0]))),
+        groups,
+        size=max(1, int(round(validation_fraction * groups.shape[0]))),
         replace=False,
     )
     in_valid = np.isin(rows.group, valid_groups)
@@ -340,6 +341,8 @@ def train_ranking_stage(
         feature_version=FEATURE_VERSION,
         train_rows=int(train.p),
         validation_rows=int(valid.p),
+        validation_viewers=int(np.unique(valid.group).shape[0]),
+        latest_window_viewers=int(viewers.shape[0]),
         training_windows=[list(w) for w in windows],
         training_viewers=int(np.unique(rows.group).shape[0]),
         max_train_viewers=int(max_train_viewers),

@@ -150,6 +150,9 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
         assert key in metrics
     assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)
     assert metrics["train_rows"] > 0 and metrics["validation_rows"] > 0
+    # A fifth of the latest window's viewers validate, each counted once however
+    # many candidate rows they have.
+    assert metrics["validation_viewers"] == round(0.2 * metrics["latest_window_viewers"])
 
 
 def test_every_training_window_is_built_on_its_own_past_only(stage):
