@@ -26,6 +26,7 @@ from recommender.ml.evaluation import (
     strategies_evaluate,
 )
 from recommender.ml.evaluation_report import (
+    ceiling_line,
     comparison_lines,
     recall_table,
     report_chart,
@@ -154,4 +155,6 @@ def text_tables(report: dict) -> list[str]:
             )
         lines.append("")
     lines += comparison_lines(report)
+    if "ceiling" in report["counts"]:
+        lines.append(ceiling_line(report))
     return lines

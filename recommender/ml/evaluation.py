@@ -209,8 +209,17 @@ def strategies_evaluate(
     recall = {name: [] for name in (*SOURCES, "union")}
     found = {name: [] for name in (*SOURCES, "union")}
     eligible_sizes = []
+    # What a perfect ranking would reach: a viewer's top k can hold no more likes
+    # or mutual likes than they have among the eligible.
+    ceiling = []
     for row, allowed, y, user_id in cases:
         eligible_sizes.append(allowed.shape[0])
+        mutual_eligible = mutual.contains(
+            np.full(allowed.shape[0], user_id), store.user_id[allowed]
+        )
+        ceiling.append(
+            (min(int(y.sum()), k) / k, min(int(mutual_eligible.sum()), k) / k)
+        )
         groups = np.zeros(allowed.shape[0], dtype=np.int64)
         for name in names:
             if name == SERVED:
@@ -301,6 +310,10 @@ def strategies_evaluate(
             "test_dislikes": int((~test.is_positive).sum()),
             "viewers_ranked_among_everyone": len(cases),
             "mutual_pairs_formed_in_test": mutual.count,
+            "ceiling": {
+                f"precision@{k}": float(np.mean([c[0] for c in ceiling])),
+                f"mutual@{k}": float(np.mean([c[1] for c in ceiling])),
+            },
             "ranking_model_type": fitted.model.model_type,
             "reciprocal_weight": float(getattr(fitted.model, "reciprocal_weight", 1.0)),
             "serving_order": getattr(fitted.model, "order", "model"),

@@ -63,6 +63,22 @@ def test_every_strategy_gets_every_metric_exposure_and_a_comparison(evaluated):
     assert set(report["tuning"]) >= {"als", "ease", "item_knn", "user_knn"}
 
 
+def test_no_strategy_passes_the_ceiling_of_a_perfect_ranking(evaluated):
+    report = evaluated.report
+    ceiling = report["counts"]["ceiling"]
+
+    # Likes exist for every viewer ranked; mutual likes for some on planted data.
+    assert 0.0 < ceiling["precision@10"] <= 1.0
+    assert 0.0 < ceiling["mutual@10"] <= ceiling["precision@10"]
+    for name in STRATEGIES:
+        everyone = report["strategies"][name]["everyone"]
+        assert everyone["precision@10"] <= ceiling["precision@10"] + 1e-9, name
+        assert everyone["mutual@10"] <= ceiling["mutual@10"] + 1e-9, name
+    assert "A perfect ranking would reach precision@10" in report_markdown(
+        report, title="planted"
+    )
+
+
 def test_the_served_pipeline_beats_random_and_popularity_on_the_planted_data(
     evaluated,
 ):
