@@ -5,13 +5,20 @@ import json
 
 import numpy as np
 import pytest
+from django.core import signals
 from django.core.management import CommandError, call_command
+from django.db import close_old_connections
 from django.urls import NoReverseMatch, reverse
 
 from recommender.benchmarks.common import latency_stats, results_save
 from recommender.benchmarks.endpoint import BENCHMARK_URLCONF, NAIVE_PATH
 from recommender.benchmarks.render import NOTES_END, NOTES_START
 from recommender.benchmarks.search import COPY_HEADER, COPY_TRAILER, copy_binary_rows
+from tests.accounts.factories import member
+from tests.recommender import fakes
+
+# The serving engine's stand-in (the hits smoke test).
+engine, eager_tasks = fakes.engine, fakes.eager_tasks
 
 
 def test_search_smoke_writes_json_and_markdown_and_keeps_notes(tmp_path):
@@ -80,3 +87,25 @@ def test_the_benchmark_urlconf_adds_the_naive_baseline_to_the_project_urls():
     assert reverse("recommendation-list", urlconf=urlconf) == reverse(
         "recommendation-list"
     )
+
+
+@pytest.mark.django_db
+def test_hits_in_process_smoke(tmp_path, monkeypatch, engine):
+    # config.wsgi marks the process as a web process; not for later tests.
+    monkeypatch.setenv("KINDRED_WEB_PROCESS", "")
+    for _ in range(4):
+        member()
+    args = ["--hits", "--members", "3", "--rounds", "2", "--out", str(tmp_path)]
+    # As Django's test client does: the test's transaction keeps its connection.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        call_command("benchmark", *args)
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+
+    section = json.loads((tmp_path / "BENCHMARKS.json").read_text())["hits-100000"]
+    assert section["answers"] == {"200 hit": 6}
+    assert section["cpu"]["n"] == 6 and section["wall"]["p50_ms"] > 0
+    assert "Cache hits in-process" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -2,6 +2,7 @@
 
 manage.py benchmark --search --users 100000,1000000
 manage.py benchmark --endpoint --users 100000        (needs PG + Redis, seeded)
+manage.py benchmark --hits --users 100000            (in-process cache hits, ditto)
 manage.py benchmark --training --users 10000,100000  (needs PG)
 """
 
@@ -25,14 +26,21 @@ from recommender.benchmarks.common import (
 class Command(BaseCommand):
     help = (
         "Benchmarks: candidate search (--search), the recommendation endpoint under "
-        "load (--endpoint) and the training pipeline (--training), at one or more "
-        "--users scales. Writes BENCHMARKS.md and BENCHMARKS.json in --out."
+        "load (--endpoint) or its cache hits in-process (--hits) and the training "
+        "pipeline (--training), at one or more --users scales. Writes BENCHMARKS.md "
+        "and BENCHMARKS.json in --out."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--search", action="store_true")
         parser.add_argument("--endpoint", action="store_true")
         parser.add_argument("--training", action="store_true")
+        parser.add_argument(
+            "--hits",
+            action="store_true",
+            help="Cache hits through the WSGI application in this process, one "
+            "thread: wall and CPU time per request (needs PG + Redis, seeded).",
+        )
         parser.add_argument(
             "--users",
             type=positive_int_list,
@@ -75,6 +83,12 @@ class Command(BaseCommand):
         endpoint.add_argument(
             "--label", default="", help="Suffix of the section name (before/after)."
         )
+        hits = parser.add_argument_group("hits")
+        hits.add_argument("--members", type=positive_int, default=40)
+        hits.add_argument("--rounds", type=positive_int, default=20)
+        hits.add_argument(
+            "--cprofile", action="store_true", help="cProfile the measured requests."
+        )
         training = parser.add_argument_group("training")
         training.add_argument(
             "--database-template",
@@ -86,9 +100,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if not (options["search"] or options["endpoint"] or options["training"]):
+        kinds = ("search", "endpoint", "hits", "training")
+        if not any(options[kind] for kind in kinds):
             raise CommandError(
-                "choose at least one of --search, --endpoint, --training"
+                "choose at least one of --search, --endpoint, --hits, --training"
             )
         out = Path(options["out"])
         for users in options["users"]:
@@ -98,6 +113,8 @@ class Command(BaseCommand):
                 self._run("search", users, options, out)
             if options["endpoint"]:
                 self._run("endpoint", users, options, out)
+            if options["hits"]:
+                self._run("hits", users, options, out)
 
     def _progress(self, message: str) -> None:
         self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}")
@@ -111,6 +128,8 @@ class Command(BaseCommand):
             section = self._search(users, options)
         elif kind == "endpoint":
             section = self._endpoint(users, options)
+        elif kind == "hits":
+            section = self._hits(options)
         else:
             section = self._training(users, options)
         section.update(
@@ -158,6 +177,18 @@ class Command(BaseCommand):
             return endpoint_benchmark(params, progress=self._progress)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _hits(self, options: dict) -> dict:
+        from recommender.benchmarks.inprocess import HitParams, hit_benchmark
+
+        params = HitParams(
+            members=options["members"],
+            rounds=options["rounds"],
+            limit=options["limit"],
+            seed=options["seed"],
+            profile=options["cprofile"],
+        )
+        return hit_benchmark(params, progress=self._progress)
 
     def _training(self, users: int, options: dict) -> dict:
         from recommender.benchmarks.training import TrainingParams, training_benchmark
