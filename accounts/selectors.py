@@ -3,7 +3,7 @@
 import datetime as dt
 import functools
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -61,25 +61,54 @@ def auth_token_get(*, key: str) -> Token | None:
     ORM's ``select_related`` get cost more Python than the query itself (issue 16).
     Every column of both rows is read, so nothing is loaded lazily afterwards.
     """
-    if not key or len(key) > Token._meta.get_field("key").max_length or "\x00" in key:
+    if not _could_be_token(key):
         return None  # no such key can exist: not worth a round trip
     if connection.vendor != "postgresql":
         # SQLite (the quick start) hands datetimes back as text: the ORM converts.
         return Token.objects.select_related("user").filter(key=key).first()
-    sql, token_columns, user_columns = _auth_token_sql()
+    found = _auth_token_read(key=key, column="", params=())
+    return None if found is None else found[0]
+
+
+def auth_token_get_with(
+    *, key: str, column: str, params: Sequence = ()
+) -> tuple[Token, object] | None:
+    """:func:`auth_token_get`'s token (with its member), and the value of one more
+    SQL expression read in the same query: ``column`` with its ``params``
+    (``%s`` placeholders). None when there is no such token.
+
+    For a caller that needs a token checked and one more thing read and would
+    otherwise pay two round trips (a recommendation cache hit's re-check,
+    ``recommender.hits``). PostgreSQL only.
+    """
+    if not _could_be_token(key):
+        return None
+    return _auth_token_read(key=key, column=column, params=params)
+
+
+def _could_be_token(key: str) -> bool:
+    max_length = Token._meta.get_field("key").max_length
+    return bool(key) and len(key) <= max_length and "\x00" not in key
+
+
+def _auth_token_read(
+    *, key: str, column: str, params: Sequence
+) -> tuple[Token, object] | None:
+    sql, token_columns, user_columns = _auth_token_sql(column)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [key])
+        cursor.execute(sql, [*params, key])
         row = cursor.fetchone()
     if row is None:
         return None
-    split = len(token_columns)
-    token = Token.from_db(connection.alias, token_columns, row[:split])
-    token.user = User.from_db(connection.alias, user_columns, row[split:])
-    return token
+    users_from = len(token_columns)
+    users_to = users_from + len(user_columns)
+    token = Token.from_db(connection.alias, token_columns, row[:users_from])
+    token.user = User.from_db(connection.alias, user_columns, row[users_from:users_to])
+    return token, (row[users_to] if column else None)
 
 
-@functools.cache
-def _auth_token_sql() -> tuple[str, list[str], list[str]]:
+@functools.lru_cache(maxsize=256)
+def _auth_token_sql(column: str) -> tuple[str, list[str], list[str]]:
     quote = connection.ops.quote_name
     token_fields = [f.attname for f in Token._meta.concrete_fields]
     user_fields = [f.attname for f in User._meta.concrete_fields]
@@ -89,6 +118,8 @@ def _auth_token_sql() -> tuple[str, list[str], list[str]]:
     select = [f"t.{quote(c)}" for c in token_columns] + [
         f"u.{quote(c)}" for c in user_columns
     ]
+    if column:
+        select.append(column)
     sql = (
         f"SELECT {', '.join(select)} FROM {quote(Token._meta.db_table)} t "
         f"JOIN {quote(User._meta.db_table)} u "
@@ -107,6 +138,12 @@ def auth_token_is_current(*, token: Token) -> bool:
         return False
     changed = token.user.password_changed_at
     return changed is None or token.created >= changed
+
+
+def auth_token_accepted(*, token: Token) -> bool:
+    """Whether ``ExpiringTokenAuthentication`` accepts ``token`` (read with its
+    member): the member is active and the token current."""
+    return token.user.is_active and auth_token_is_current(token=token)
 
 
 # Rows read per round trip while an export streams.

@@ -11,6 +11,7 @@ log-in counters, registry generations).
 
 import json
 import logging
+import threading
 
 import orjson
 from django.conf import settings
@@ -64,6 +65,8 @@ class JSONSerializer:
 _JSON_PATH = f"{JSONSerializer.__module__}.{JSONSerializer.__qualname__}"
 # (the settings dict it was built from, the cache): rebuilt when settings change.
 _json_cache: tuple[dict, BaseCache] | None = None
+_client = None
+_client_lock = threading.Lock()
 
 
 def recommendations_cache() -> BaseCache:
@@ -94,6 +97,45 @@ def recommendations_cache_key(*, user_id: int) -> str:
     return f"recs:{user_id}"
 
 
+class MemberCache:
+    """The member's cache entry; a cache outage makes every call a quiet miss.
+
+    After the first failure the remaining calls of the request skip the cache, so an
+    unreachable Redis costs one timeout and one log line per request, not three.
+    """
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
+        self.key = recommendations_cache_key(user_id=user_id)
+        self.cache = recommendations_cache()
+        self.available = True
+
+    def get(self):
+        if not self.available:
+            return None
+        try:
+            return self.cache.get(self.key)
+        except Exception:  # noqa: BLE001 - the cache is optional; compute instead
+            self._unavailable()
+            return None
+
+    def set(self, value, timeout: int) -> None:
+        if not self.available:
+            return
+        try:
+            self.cache.set(self.key, value, timeout)
+        except Exception:  # noqa: BLE001
+            self._unavailable()
+
+    def _unavailable(self) -> None:
+        self.available = False
+        logger.warning(
+            "recommendation cache unreachable; computing for member %s",
+            self.user_id,
+            exc_info=True,
+        )
+
+
 def recommendations_cache_invalidate(*, user_id: int) -> None:
     """Forget the cached recommendations of ``user_id``.
 
@@ -110,3 +152,28 @@ def recommendations_cache_invalidate(*, user_id: int) -> None:
             user_id,
             exc_info=True,
         )
+
+
+def redis_client():
+    """The process's Redis client for what goes around Django's cache API (the
+    impressions buffer, a cache hit's read in ``recommender.hits``): created on
+    first use, one connection pool for every thread (redis-py's pool is
+    thread-safe and reopens its connections after a fork). Django's
+    ``RedisCacheClient`` builds a new ``redis.Redis`` object on every call
+    instead, ~170 response callbacks registered each time."""
+    global _client
+    if _client is None:
+        import redis
+
+        with _client_lock:
+            if _client is None:
+                # The cache's short timeouts (REDIS_TIMEOUT_SECONDS): a hung Redis
+                # costs a request that long, then the fallback takes over.
+                options = settings.CACHES["default"].get("OPTIONS", {})
+                timeout = options.get("socket_timeout", 0.5)
+                _client = redis.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                )
+    return _client

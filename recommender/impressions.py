@@ -10,8 +10,9 @@ buffer's blob is a compact encoding of the same rows, packed straight from the p
 
 :func:`impressions_log` is the request path's entry. With Redis (and a worker and
 beat), a response costs one ``RPUSH`` of one JSON blob (its page-level fields once,
-then one short item per result) on a module-level client whose connection pool is
-reused by every request of the process: no Celery message, no kombu client per
+then one short item per result) on the process's Redis client
+(``recommender.cache.redis_client``), whose connection pool is reused by every
+request of the process: no Celery message, no kombu client per
 publish. In embedded mode (eager Celery) the ``recommender.tasks.impressions_write``
 task runs in-process; it is looked up by name, so this module imports no task.
 
@@ -32,13 +33,14 @@ lost and nothing is counted twice.
 
 import json
 import logging
-import threading
 import time
 import uuid
 from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+
+from recommender.cache import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +56,6 @@ RECENT_PAGES = 5
 RECENT_SECONDS = 120
 # The embedded-mode write, by name (see ``recommender.tasks``).
 WRITE_TASK = "recommender.tasks.impressions_write"
-
-_client = None
-_client_lock = threading.Lock()
 
 # Trim only while the lock is still ours: a drainer whose lock expired (and was
 # taken by another) must not cut blobs it has not written.
@@ -105,27 +104,6 @@ def _recent_seconds() -> int:
             "IMPRESSIONS_RECENT_SECONDS", RECENT_SECONDS
         )
     )
-
-
-def redis_client():
-    """The process's client (created on first use; redis-py's pool is thread-safe
-    and reopens its connections after a fork)."""
-    global _client
-    if _client is None:
-        import redis
-
-        with _client_lock:
-            if _client is None:
-                # The cache's short timeouts (REDIS_TIMEOUT_SECONDS): a hung Redis
-                # costs a request that long, then the direct write takes over.
-                options = settings.CACHES["default"].get("OPTIONS", {})
-                timeout = options.get("socket_timeout", 0.5)
-                _client = redis.Redis.from_url(
-                    settings.REDIS_URL,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                )
-    return _client
 
 
 # --- rows: what a served page records -----------------------------------------------

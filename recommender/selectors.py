@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from config.api import ApplicationError
 from interactions.models import POSITIVE_KINDS, Interaction, InteractionKind, Match
-from recommender.cache import recommendations_cache, recommendations_cache_key
+from recommender.cache import MemberCache
 from recommender.ml.abtest import (
     Interval,
     ProportionTest,
@@ -78,45 +78,6 @@ def _cache_seconds(strategy: str) -> int:
     return kindred.get("RECOMMENDATIONS_DEGRADED_CACHE_SECONDS", DEGRADED_CACHE_SECONDS)
 
 
-class _MemberCache:
-    """The member's cache entry; a cache outage makes every call a quiet miss.
-
-    After the first failure the remaining calls of the request skip the cache, so an
-    unreachable Redis costs one timeout and one log line per request, not three.
-    """
-
-    def __init__(self, user_id: int):
-        self.user_id = user_id
-        self.key = recommendations_cache_key(user_id=user_id)
-        self.cache = recommendations_cache()
-        self.available = True
-
-    def get(self):
-        if not self.available:
-            return None
-        try:
-            return self.cache.get(self.key)
-        except Exception:  # noqa: BLE001 - the cache is optional; compute instead
-            self._unavailable()
-            return None
-
-    def set(self, value, timeout: int) -> None:
-        if not self.available:
-            return
-        try:
-            self.cache.set(self.key, value, timeout)
-        except Exception:  # noqa: BLE001
-            self._unavailable()
-
-    def _unavailable(self) -> None:
-        self.available = False
-        logger.warning(
-            "recommendation cache unreachable; computing for member %s",
-            self.user_id,
-            exc_info=True,
-        )
-
-
 def _entry_from_result(result) -> dict:
     """A cache entry from the engine's ``RecommendationResult``: plain data only, so
     an entry written by one release is readable by the next."""
@@ -162,32 +123,67 @@ def recommendations_get(
     from recommender import serving
 
     request_id = request_id or str(uuid.uuid4())
-    member_cache = _MemberCache(user.pk)
+    member_cache = MemberCache(user.pk)
     generation = str(serving.serving_generation())
     entry = member_cache.get()
-    cached = _is_entry(entry) and entry["generation"] == generation
-    if cached:
-        results = _still_showable(
-            viewer_id=user.pk, results=entry["results"], limit=limit
+    if recommendations_entry_is_current(entry, generation=generation):
+        return recommendations_cached_page(
+            viewer_id=user.pk, entry=entry, limit=limit, request_id=request_id
         )
-    else:
-        if not Profile.objects.filter(pk=user.pk).exists():
-            raise ApplicationError(NO_PROFILE, status_code=404)
-        claim = {"claim": uuid.uuid4().hex}
-        member_cache.set(claim, CLAIM_SECONDS)
-        result = serving.recommendations_compute(user=user, limit=MAX_LIMIT)
-        entry = _entry_from_result(result)
-        # An answer from a bundle older than the generation (its reload is under
-        # way) could never be a hit: not worth a write. Nor one without models
-        # only because the process's first load is still running.
-        if (
-            not result.provisional
-            and entry["generation"] == generation
-            and member_cache.get() == claim
-        ):
-            member_cache.set(entry, _cache_seconds(entry["strategy"]))
-        results = entry["results"][:limit]
-    _count_cache(hit=cached)
+    if not Profile.objects.filter(pk=user.pk).exists():
+        raise ApplicationError(NO_PROFILE, status_code=404)
+    claim = {"claim": uuid.uuid4().hex}
+    member_cache.set(claim, CLAIM_SECONDS)
+    result = serving.recommendations_compute(user=user, limit=MAX_LIMIT)
+    entry = _entry_from_result(result)
+    # An answer from a bundle older than the generation (its reload is under way)
+    # could never be a hit: not worth a write. Nor one without models only because
+    # the process's first load is still running.
+    if (
+        not result.provisional
+        and entry["generation"] == generation
+        and member_cache.get() == claim
+    ):
+        member_cache.set(entry, _cache_seconds(entry["strategy"]))
+    _count_cache(hit=False)
+    return _page(entry, entry["results"][:limit], cached=False, request_id=request_id)
+
+
+def recommendations_entry_is_current(entry, *, generation: str) -> bool:
+    """Whether ``entry`` (a value read from a member's cache key) is an answer
+    computed under the serving ``generation``: a hit."""
+    return _is_entry(entry) and entry["generation"] == generation
+
+
+def recommendations_page_ids(*, entry: dict, limit: int) -> list[int]:
+    """The members the first ``limit`` results of a cache entry show."""
+    return [result["user_id"] for result in entry["results"][:limit]]
+
+
+def recommendations_cached_page(
+    *,
+    viewer_id: int,
+    entry: dict,
+    limit: int,
+    request_id: str,
+    page_allowed: set[int] | None = None,
+) -> RecommendationPage:
+    """The page a current cache entry answers ``viewer_id``, re-checked against the
+    database (:func:`_still_showable`). ``page_allowed``: of
+    :func:`recommendations_page_ids`, those a caller already found showable with
+    :func:`recommendable_ids_query` in a query of its own (``recommender.hits``);
+    the check then costs a query only when the page lost someone."""
+    results = _still_showable(
+        viewer_id=viewer_id,
+        results=entry["results"],
+        limit=limit,
+        page_allowed=page_allowed,
+    )
+    _count_cache(hit=True)
+    return _page(entry, results, cached=True, request_id=request_id)
+
+
+def _page(entry: dict, results: list[dict], *, cached: bool, request_id: str):
     return RecommendationPage(
         request_id=request_id,
         results=results,
@@ -213,15 +209,24 @@ def recommendable_ids(*, viewer_id: int, user_ids: list[int]) -> set[int]:
     Plain SQL: it runs on every cache hit, where the ORM took ~3 ms to compile the
     two ``Exists`` (raw: ~1 ms, measured at 50,000 members).
     """
-    user_ids = [int(pk) for pk in user_ids]
     if not user_ids:
         return set()
+    sql, params = recommendable_ids_query(viewer_id=viewer_id, user_ids=user_ids)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _recommendable_sql(len(user_ids)),
-            [*user_ids, viewer_id, viewer_id, InteractionKind.BLOCK.value],
-        )
+        cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
+
+
+def recommendable_ids_query(*, viewer_id: int, user_ids: list[int]) -> tuple[str, list]:
+    """:func:`recommendable_ids`'s query (one ``user_id`` column) and its parameters,
+    for a caller that runs it inside a query of its own; ``user_ids`` not empty."""
+    user_ids = [int(pk) for pk in user_ids]
+    return _recommendable_sql(len(user_ids)), [
+        *user_ids,
+        viewer_id,
+        viewer_id,
+        InteractionKind.BLOCK.value,
+    ]
 
 
 @functools.lru_cache(maxsize=MAX_LIMIT + 1)
@@ -240,7 +245,13 @@ def _recommendable_sql(count: int) -> str:
     )
 
 
-def _still_showable(*, viewer_id: int, results: list[dict], limit: int) -> list[dict]:
+def _still_showable(
+    *,
+    viewer_id: int,
+    results: list[dict],
+    limit: int,
+    page_allowed: set[int] | None = None,
+) -> list[dict]:
     """The first ``limit`` of a cached answer without the members who may no longer
     be shown, ranks renumbered so that ``rank`` stays the position shown
     (impressions record it).
@@ -255,7 +266,9 @@ def _still_showable(*, viewer_id: int, results: list[dict], limit: int) -> list[
     """
     page = results[:limit]
     page_ids = {result["user_id"] for result in page}
-    allowed = recommendable_ids(viewer_id=viewer_id, user_ids=list(page_ids))
+    if page_allowed is None:
+        page_allowed = recommendable_ids(viewer_id=viewer_id, user_ids=list(page_ids))
+    allowed = set(page_allowed)
     if len(allowed) == len(page_ids):
         return page
     rest_ids = [result["user_id"] for result in results[limit:]]

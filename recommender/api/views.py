@@ -1,13 +1,16 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from recommender.api.authentication import RecommendationHitAuthentication
 from recommender.api.serializers import (
     RecommendationListOutputSerializer,
     RecommendationQuerySerializer,
     recommendation_list_data,
 )
+from recommender.hits import recommendations_hit_serve
 from recommender.services.recommendations import recommendations_serve
 
 RESPONSE_HEADERS = [
@@ -47,6 +50,10 @@ class RecommendationListApi(APIView):
     ``config.middleware``'s (the client's sane X-Request-ID, echoed, or a new one):
     the body's ``request_id`` equals the response's ``X-Request-ID`` header."""
 
+    # The defaults (settings.REST_FRAMEWORK), except that a cache hit's token is
+    # checked in the query that re-checks the hit (recommender.hits).
+    authentication_classes = [RecommendationHitAuthentication, SessionAuthentication]
+
     @extend_schema(
         parameters=[RecommendationQuerySerializer, *RESPONSE_HEADERS],
         responses={200: RecommendationListOutputSerializer},
@@ -54,10 +61,13 @@ class RecommendationListApi(APIView):
     def get(self, request):
         query = RecommendationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page = recommendations_serve(
-            user=request.user,
-            limit=query.validated_data["limit"],
-            request_id=request.request_id,
-        )
+        limit = query.validated_data["limit"]
+        hit = getattr(request, "recommendation_hit", None)
+        if hit is not None and hit.limit == limit:
+            page = recommendations_hit_serve(hit=hit)
+        else:
+            page = recommendations_serve(
+                user=request.user, limit=limit, request_id=request.request_id
+            )
         data = recommendation_list_data(page)
         return Response(data, headers=recommendation_headers(page))

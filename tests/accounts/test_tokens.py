@@ -135,3 +135,32 @@ def test_a_token_and_its_whole_member_are_read_in_one_query(
         assert auth_token_get(key="f" * 41) is None
         assert auth_token_get(key="f\x00" * 5) is None
     assert auth_token_get(key="f" * 40) is None
+
+
+def test_a_token_is_read_with_one_more_column_in_the_same_query(
+    django_assert_num_queries,
+):
+    from django.db import connection
+
+    from accounts.selectors import auth_token_get, auth_token_get_with
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (the recommendation hit's query)")
+    user = member()
+    key = log_in(user)
+
+    with django_assert_num_queries(1):
+        token, extra = auth_token_get_with(
+            key=key, column="ARRAY(SELECT %s + u.id)", params=[1_000]
+        )
+    assert (token.pk, token.user.pk, token.user.username) == (
+        key,
+        user.pk,
+        user.username,
+    )
+    assert token.created == auth_token_get(key=key).created
+    assert extra == [1_000 + user.pk]
+    with django_assert_num_queries(1):
+        assert auth_token_get_with(key="f" * 40, column="1") is None
+    with django_assert_num_queries(0):
+        assert auth_token_get_with(key="f" * 41, column="1") is None

@@ -10,7 +10,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from interactions.models import Interaction
-from recommender import impressions, tasks
+from recommender import cache, impressions, tasks
 from recommender.models import RecommendationLog
 from recommender.serving import Arm
 from tests.accounts.factories import member
@@ -192,7 +192,7 @@ def buffer(eager_tasks, settings, tmp_path, monkeypatch):
 
     server = RedisServer(tmp_path).start()
     settings.REDIS_URL = server.url
-    monkeypatch.setattr(impressions, "_client", None)
+    monkeypatch.setattr(cache, "_client", None)  # the process's client, anew
     app.conf.task_always_eager = False  # eager_tasks restores it
     yield server
     server.kill()
