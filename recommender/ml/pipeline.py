@@ -126,6 +126,10 @@ class RankingStageResult:
 
 
 RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+# p(v likes c) * p(c likes v): the chance the pair becomes a match when the two
+# decide independently, what a dating recommendation is for. A smaller weight
+# serves only when validation shows it better beyond doubt (``clear_winner``).
+DEFAULT_RECIPROCAL_WEIGHT = 1.0
 DEFAULT_MAX_TRAIN_VIEWERS = 6_000
 DEFAULT_TRAINING_WINDOWS = 4
 # Each window costs a state of its own (features, embeddings, like graphs over
@@ -198,9 +202,11 @@ def train_ranking_stage(
        populations, see ``VIEWER_MEMBER_BUDGET`` — and ``max_train_rows`` rows
        over all windows). A seeded ``validation_fraction`` of the latest
        window's viewers validate: model selection by NDCG@k per viewer,
-       calibration, and the reciprocal weight (``RECIPROCAL_WEIGHTS``, by NDCG@k
-       of likes plus NDCG@k of mutual likes); the model fits on the other rows,
-       keeping a seeded ``negative_share`` of their negatives.
+       calibration, and the reciprocal weight (``DEFAULT_RECIPROCAL_WEIGHT``
+       unless another of ``RECIPROCAL_WEIGHTS`` beats it beyond doubt on NDCG@k
+       of likes plus NDCG@k of mutual likes, :func:`clear_winner`); the model
+       fits on the other rows, keeping a seeded ``negative_share`` of their
+       negatives.
     3. Holdout: the state rebuilt at ``t_holdout``; the served scores of the
        labelled pairs from ``t_holdout`` on (like vs dislike AUC, ranking among
        the rated pairs; at most ``HOLDOUT_MAX_VIEWERS`` viewers' pairs) beside
@@ -303,17 +309,25 @@ def train_ranking_stage(
         for weight in RECIPROCAL_WEIGHTS
     }
     choice = {weight: _objective(viewers) for weight, viewers in by_weight.items()}
-    model.reciprocal_weight = float(max(choice, key=choice.get))
+    default = by_weight[DEFAULT_RECIPROCAL_WEIGHT]
+    weight_advantages = {
+        weight: objective_advantage(default, viewers, seed=seed)
+        for weight, viewers in by_weight.items()
+        if weight != DEFAULT_RECIPROCAL_WEIGHT
+    }
+    model.reciprocal_weight = float(
+        clear_winner(weight_advantages, default=DEFAULT_RECIPROCAL_WEIGHT)
+    )
     served = by_weight[model.reciprocal_weight]
     by_order = {
         order: parts(baseline_scores(order, valid.forward)) for order in BASELINE_ORDERS
     }
     orders = {order: _objective(viewers) for order, viewers in by_order.items()}
     advantages = {
-        order: order_advantage(served, viewers, seed=seed)
+        order: objective_advantage(served, viewers, seed=seed)
         for order, viewers in by_order.items()
     }
-    model.order = serving_order(advantages)
+    model.order = clear_winner(advantages, default=MODEL_ORDER)
     # NDCG@k of likes alone, beside random and the simple orders.
     random = np.random.default_rng(seed).random(valid.p)
     validation = {
@@ -354,6 +368,9 @@ def train_ranking_stage(
         validation_ndcg=validation,
         candidate_rows=int(rows.p),
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},
+        reciprocal_weight_advantage={
+            str(w): list(a) for w, a in weight_advantages.items()
+        },
         order=model.order,
         order_validation={MODEL_ORDER: choice[model.reciprocal_weight], **orders},
         order_advantage={order: list(a) for order, a in advantages.items()},
@@ -401,15 +418,15 @@ def _objective(viewers: np.ndarray) -> float:
     return _mean(viewers[0]) + np.nan_to_num(_mean(viewers[1]))
 
 
-def order_advantage(
-    model: np.ndarray, order: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
+def objective_advantage(
+    base: np.ndarray, other: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
 ) -> tuple[float, float]:
-    """(advantage, lower bound): how much higher a simple order's validation
-    objective is than the model's — mean NDCG@k of likes plus mean NDCG@k of
-    mutual likes, each over the viewers who have some, from the parts of
+    """(advantage, lower bound): how much higher ``other``'s validation objective
+    is than ``base``'s — mean NDCG@k of likes plus mean NDCG@k of mutual likes,
+    each over the viewers who have some, from the parts of
     :func:`_objective_by_viewer` ([2, G] each, the same viewers) — and the 2.5th
     percentile of that difference over a paired bootstrap of the viewers."""
-    diff = order - model  # nan where the viewer has no like (or no mutual like)
+    diff = other - base  # nan where the viewer has no like (or no mutual like)
     counted = ~np.isnan(diff)
     diff = np.nan_to_num(diff)
 
@@ -430,17 +447,18 @@ def order_advantage(
     return advantage, lower
 
 
-def serving_order(advantages: dict[str, tuple[float, float]]) -> str:
-    """Which order serves: the model, unless a simple order (``BASELINE_ORDERS``)
-    beat it on validation beyond doubt — the lower bound of its advantage
-    (:func:`order_advantage`) above zero — then the one with the largest
-    advantage among those. A lead inside the noise keeps the model: tens or hundreds
-    of validation viewers cannot tell two close orders apart, and the model carries
-    what the simple orders cannot see."""
-    clear = {order: a for order, (a, lower) in advantages.items() if lower > 0}
+def clear_winner(advantages: dict, *, default):
+    """The default choice, unless an alternative beat it on validation beyond
+    doubt — the lower bound of its advantage (:func:`objective_advantage`) above
+    zero — then the one with the largest advantage among those. A lead inside the
+    noise keeps the default: tens or hundreds of validation viewers cannot tell two
+    close choices apart. Serving's order (the model against ``BASELINE_ORDERS``:
+    the model carries what the simple orders cannot see) and the reciprocal weight
+    (``DEFAULT_RECIPROCAL_WEIGHT`` against the others) are chosen so."""
+    clear = {choice: a for choice, (a, lower) in advantages.items() if lower > 0}
     if clear:
         return max(clear, key=clear.get)
-    return MODEL_ORDER
+    return default
 
 
 HOLDOUT_MAX_VIEWERS = 2_000

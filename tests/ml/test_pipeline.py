@@ -134,6 +134,20 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
     assert validation["model"] > 0.97 * validation["liked_you_then_popularity"]
     assert metrics["training_likes_retrieved"] > 0.5
     assert metrics["reciprocal_weight"] in (0.0, 0.25, 0.5, 1.0)
+    # The weight is the match probability's (1) unless another beat it beyond doubt.
+    weights = metrics["reciprocal_weight_advantage"]
+    assert set(weights) == {"0.0", "0.25", "0.5"}
+    validation_of = metrics["reciprocal_weight_validation"]
+    for weight, (advantage, lower) in weights.items():
+        assert advantage == pytest.approx(
+            validation_of[weight] - validation_of["1.0"], abs=1e-9
+        )
+    chosen = str(metrics["reciprocal_weight"])
+    if chosen == "1.0":
+        assert all(lower <= 0 for _, lower in weights.values())
+    else:
+        assert weights[chosen][1] > 0
+        assert weights[chosen][0] == max(a for a, low in weights.values() if low > 0)
     # The guard weighed the model against the simple orders on the same objective,
     # and kept the model: it is better than them here.
     orders = metrics["order_validation"]

@@ -8,7 +8,7 @@ from recommender.ml import synthetic
 from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import order_advantage, serving_order
+from recommender.ml.pipeline import clear_winner, objective_advantage
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
@@ -93,26 +93,26 @@ def test_a_simple_order_serves_only_when_it_beat_the_model_beyond_doubt():
 
     # Better for every viewer by 0.05 on both parts: a clear advantage of 0.1.
     better = model + 0.05
-    advantage, lower = order_advantage(model, better, seed=0)
+    advantage, lower = objective_advantage(model, better, seed=0)
     assert advantage == pytest.approx(0.10) and lower > 0
-    assert serving_order({"liked_you_then_popularity": (advantage, lower)}) == (
-        "liked_you_then_popularity"
-    )
+    assert clear_winner(
+        {"liked_you_then_popularity": (advantage, lower)}, default="model"
+    ) == ("liked_you_then_popularity")
 
     # Ahead on average, but by noise: viewers split both ways.
     noisy = model + rng.normal(0.01, 0.2, size=model.shape)
-    advantage, lower = order_advantage(model, noisy, seed=0)
+    advantage, lower = objective_advantage(model, noisy, seed=0)
     assert advantage > 0 > lower
-    assert serving_order({"popularity": (advantage, lower)}) == "model"
+    assert clear_winner({"popularity": (advantage, lower)}, default="model") == "model"
 
     # Worse, or tied: the model.
-    worse = order_advantage(model, model - 0.05, seed=0)
-    tied = order_advantage(model, model, seed=0)
-    assert serving_order({"popularity": worse}) == "model"
-    assert serving_order({"popularity": tied}) == "model"
+    worse = objective_advantage(model, model - 0.05, seed=0)
+    tied = objective_advantage(model, model, seed=0)
+    assert clear_winner({"popularity": worse}, default="model") == "model"
+    assert clear_winner({"popularity": tied}, default="model") == "model"
     # Two clear winners: the larger advantage.
     both = {"popularity": (0.02, 0.01), "liked_you_then_popularity": (0.05, 0.01)}
-    assert serving_order(both) == "liked_you_then_popularity"
+    assert clear_winner(both, default="model") == "liked_you_then_popularity"
 
 
 def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
