@@ -67,6 +67,8 @@ _JSON_PATH = f"{JSONSerializer.__module__}.{JSONSerializer.__qualname__}"
 _json_cache: tuple[dict, BaseCache] | None = None
 _client = None
 _client_lock = threading.Lock()
+# Lua source -> (the client it was registered on, the script)
+_scripts: dict = {}
 
 
 def recommendations_cache() -> BaseCache:
@@ -177,3 +179,13 @@ def redis_client():
                     socket_connect_timeout=timeout,
                 )
     return _client
+
+
+def redis_script(source: str):
+    """The Lua ``source`` as a script of :func:`redis_client` (``EVALSHA``, loaded
+    again by redis-py if the server forgot it), registered once per client."""
+    client = redis_client()
+    memo = _scripts.get(source)
+    if memo is None or memo[0] is not client:
+        memo = _scripts[source] = (client, client.register_script(source))
+    return memo[1]

@@ -36,6 +36,7 @@ from recommender.cache import (
     recommendations_cache,
     recommendations_cache_key,
     redis_client,
+    redis_script,
 )
 from recommender.impressions import impressions_log
 from recommender.selectors import (
@@ -63,7 +64,6 @@ return {member, redis.call('GET', ARGV[1] .. member .. ARGV[2])}
 """
 _MEMBER = "{member}"
 _serializer = JSONSerializer()
-_script = None  # (the client it was registered on, the script)
 _paused_until = 0.0
 
 
@@ -140,7 +140,7 @@ def _pointer_and_entry(key: str) -> tuple[int, object] | None:
     if not mark:
         return None  # a KEY_FUNCTION that does not keep the key as it is
     try:
-        found = _read_script()(keys=[_pointer_key(key)], args=[before, after])
+        found = redis_script(_READ)(keys=[_pointer_key(key)], args=[before, after])
     except Exception:  # noqa: BLE001 - Redis away: the ordinary path logs it
         _pause()
         return None
@@ -177,12 +177,3 @@ def _pointer_key(key: str) -> str:
 
 def _entry_key(user_id) -> str:
     return recommendations_cache().make_key(recommendations_cache_key(user_id=user_id))
-
-
-def _read_script():
-    global _script
-    client = redis_client()
-    memo = _script
-    if memo is None or memo[0] is not client:
-        memo = _script = (client, client.register_script(_READ))
-    return memo[1]

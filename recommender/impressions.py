@@ -19,7 +19,7 @@ task runs in-process; it is looked up by name, so this module imports no task.
 Until the drain has written them, a member's last few pages also sit under a
 short-lived per-member key (:func:`impression_find_recent`): a like that follows its
 impression within the flush interval still finds the request id, arm, source and
-position to put in its context. Same ``RPUSH`` round trip (one pipeline).
+position to put in its context. Same round trip (one Lua script does both).
 
 The drain (:func:`impressions_drain`, the ``impressions_flush`` beat task) runs one
 drainer at a time (a Redis lock, ``SET NX PX``): it reads the head of the list
@@ -40,7 +40,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from recommender.cache import redis_client
+from recommender.cache import redis_client, redis_script
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
     return 1
 end
 return 0
+"""
+# RPUSH onto the buffer and, with a second key, LPUSH onto the member's recent pages,
+# kept to the last ARGV[2] for ARGV[3] seconds: one reply to parse, not four.
+_PUSH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if KEYS[2] then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
+return 1
 """
 _RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -291,15 +302,9 @@ def _unpacked_row(data: dict, item: list) -> dict:
 
 def impressions_push(*, blob: bytes, user_id: int | None = None) -> None:
     """Append a blob to the buffer and, with ``user_id``, to that member's recent
-    pages (one round trip); raises if Redis is unreachable."""
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.rpush(queue_key(), blob)
-    if user_id is not None:
-        recent = recent_key(user_id)
-        pipe.lpush(recent, blob)
-        pipe.ltrim(recent, 0, RECENT_PAGES - 1)
-        pipe.expire(recent, _recent_seconds())
-    pipe.execute()
+    pages (one round trip, one script); raises if Redis is unreachable."""
+    keys = [queue_key()] if user_id is None else [queue_key(), recent_key(user_id)]
+    redis_script(_PUSH)(keys=keys, args=[blob, RECENT_PAGES, _recent_seconds()])
 
 
 def impression_find_recent(

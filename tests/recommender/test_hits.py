@@ -259,7 +259,7 @@ def test_redis_failing_on_a_hit_falls_back_to_the_ordinary_path(
     def hung(*args, **kwargs):
         raise TimeoutError("Timeout reading from socket")
 
-    monkeypatch.setattr(hits, "_read_script", lambda: hung)
+    monkeypatch.setattr(hits, "redis_script", lambda source: hung)
 
     response, queries = get_counting_queries(token.key)
 
