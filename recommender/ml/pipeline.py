@@ -130,6 +130,10 @@ RECIPROCAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 # decide independently, what a dating recommendation is for. A smaller weight
 # serves only when validation shows it better beyond doubt (``clear_winner``).
 DEFAULT_RECIPROCAL_WEIGHT = 1.0
+# Where no validation viewer formed a mutual like (members who are liked never
+# like back: a one-sided graph), p(c likes v) predicts nothing the data shows:
+# the viewer's side alone is the default.
+ONE_SIDED_RECIPROCAL_WEIGHT = 0.0
 DEFAULT_MAX_TRAIN_VIEWERS = 6_000
 DEFAULT_TRAINING_WINDOWS = 4
 # Each window costs a state of its own (features, embeddings, like graphs over
@@ -202,7 +206,7 @@ def train_ranking_stage(
        populations, see ``VIEWER_MEMBER_BUDGET`` — and ``max_train_rows`` rows
        over all windows). A seeded ``validation_fraction`` of the latest
        window's viewers validate: model selection by NDCG@k per viewer,
-       calibration, and the reciprocal weight (``DEFAULT_RECIPROCAL_WEIGHT``
+       calibration, and the reciprocal weight (:func:`default_reciprocal_weight`
        unless another of ``RECIPROCAL_WEIGHTS`` beats it beyond doubt on NDCG@k
        of likes plus NDCG@k of mutual likes, :func:`clear_winner`); the model
        fits on the other rows, keeping a seeded ``negative_share`` of their
@@ -309,14 +313,14 @@ def train_ranking_stage(
         for weight in RECIPROCAL_WEIGHTS
     }
     choice = {weight: _objective(viewers) for weight, viewers in by_weight.items()}
-    default = by_weight[DEFAULT_RECIPROCAL_WEIGHT]
+    default_weight = default_reciprocal_weight(valid)
     weight_advantages = {
-        weight: objective_advantage(default, viewers, seed=seed)
+        weight: objective_advantage(by_weight[default_weight], viewers, seed=seed)
         for weight, viewers in by_weight.items()
-        if weight != DEFAULT_RECIPROCAL_WEIGHT
+        if weight != default_weight
     }
     model.reciprocal_weight = float(
-        clear_winner(weight_advantages, default=DEFAULT_RECIPROCAL_WEIGHT)
+        clear_winner(weight_advantages, default=default_weight)
     )
     served = by_weight[model.reciprocal_weight]
     by_order = {
@@ -418,6 +422,15 @@ def _objective(viewers: np.ndarray) -> float:
     return _mean(viewers[0]) + np.nan_to_num(_mean(viewers[1]))
 
 
+def default_reciprocal_weight(rows: CandidateRows) -> float:
+    """The reciprocal weight that serves unless another wins beyond doubt:
+    ``DEFAULT_RECIPROCAL_WEIGHT`` where some of ``rows`` (validation) are mutual
+    likes, else ``ONE_SIDED_RECIPROCAL_WEIGHT``."""
+    if rows.mutual.any():
+        return DEFAULT_RECIPROCAL_WEIGHT
+    return ONE_SIDED_RECIPROCAL_WEIGHT
+
+
 def objective_advantage(
     base: np.ndarray, other: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
 ) -> tuple[float, float]:
@@ -454,7 +467,7 @@ def clear_winner(advantages: dict, *, default):
     noise keeps the default: tens or hundreds of validation viewers cannot tell two
     close choices apart. Serving's order (the model against ``BASELINE_ORDERS``:
     the model carries what the simple orders cannot see) and the reciprocal weight
-    (``DEFAULT_RECIPROCAL_WEIGHT`` against the others) are chosen so."""
+    (:func:`default_reciprocal_weight` against the others) are chosen so."""
     clear = {choice: a for choice, (a, lower) in advantages.items() if lower > 0}
     if clear:
         return max(clear, key=clear.get)

@@ -1,6 +1,8 @@
 """Stage-2 score combination: what is known about the candidate's side is used as
 known, not predicted."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,11 @@ from recommender.ml import synthetic
 from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import clear_winner, objective_advantage
+from recommender.ml.pipeline import (
+    clear_winner,
+    default_reciprocal_weight,
+    objective_advantage,
+)
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
@@ -113,6 +119,16 @@ def test_a_simple_order_serves_only_when_it_beat_the_model_beyond_doubt():
     # Two clear winners: the larger advantage.
     both = {"popularity": (0.02, 0.01), "liked_you_then_popularity": (0.05, 0.01)}
     assert clear_winner(both, default="model") == "liked_you_then_popularity"
+
+
+def test_the_other_side_counts_by_default_only_where_mutual_likes_happen():
+    two_sided = SimpleNamespace(mutual=np.array([0, 1, 0], dtype=np.int8))
+    one_sided = SimpleNamespace(mutual=np.zeros(3, dtype=np.int8))
+
+    # p(v likes c) * p(c likes v): the chance of a match.
+    assert default_reciprocal_weight(two_sided) == 1.0
+    # Nobody who was liked ever liked back: the viewer's side alone.
+    assert default_reciprocal_weight(one_sided) == 0.0
 
 
 def test_combine_sinks_a_candidate_who_passed_on_the_viewer():
