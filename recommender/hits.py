@@ -50,7 +50,8 @@ from recommender.selectors import (
 # A pointer lives this long after the token last authenticated the ordinary way.
 POINTER_SECONDS = 24 * 3600
 # After Redis failed here, the process leaves the fast path alone this long: a hung
-# Redis costs a request the ordinary path's timeouts, not one more.
+# Redis then costs one timeout more than the ordinary path's every few seconds per
+# process, not on every request.
 PAUSE_SECONDS = 5.0
 
 # The pointer, then the entry of the member it names: the entry's key is the
