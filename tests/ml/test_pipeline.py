@@ -142,6 +142,7 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
         assert advantage == pytest.approx(
             validation_of[weight] - validation_of["1.0"], abs=1e-9
         )
+        assert lower <= advantage
     chosen = str(metrics["reciprocal_weight"])
     if chosen == "1.0":
         assert all(lower <= 0 for _, lower in weights.values())
@@ -166,7 +167,8 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
     assert metrics["train_rows"] > 0 and metrics["validation_rows"] > 0
     # A fifth of the latest window's viewers validate, each counted once however
     # many candidate rows they have.
-    assert metrics["validation_viewers"] == round(0.2 * metrics["latest_window_viewers"])
+    latest = metrics["latest_window_viewers"]
+    assert metrics["validation_viewers"] == round(0.2 * latest)
 
 
 def test_every_training_window_is_built_on_its_own_past_only(stage):
