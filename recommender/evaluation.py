@@ -155,6 +155,5 @@ def text_tables(report: dict) -> list[str]:
             )
         lines.append("")
     lines += comparison_lines(report)
-    if "ceiling" in report["counts"]:
-        lines.append(ceiling_line(report))
+    lines.append(ceiling_line(report))
     return lines

@@ -211,15 +211,16 @@ def strategies_evaluate(
     eligible_sizes = []
     # What a perfect ranking would reach: a viewer's top k can hold no more likes
     # or mutual likes than they have among the eligible.
-    ceiling = []
+    ceiling_likes, ceiling_mutual = [], []
     for row, allowed, y, user_id in cases:
         eligible_sizes.append(allowed.shape[0])
-        mutual_eligible = mutual.contains(
+        # Which eligible members became a mutual like: every strategy's top k is
+        # looked up here.
+        is_mutual = mutual.contains(
             np.full(allowed.shape[0], user_id), store.user_id[allowed]
         )
-        ceiling.append(
-            (min(int(y.sum()), k) / k, min(int(mutual_eligible.sum()), k) / k)
-        )
+        ceiling_likes.append(min(int(y.sum()), k) / k)
+        ceiling_mutual.append(min(int(is_mutual.sum()), k) / k)
         groups = np.zeros(allowed.shape[0], dtype=np.int64)
         for name in names:
             if name == SERVED:
@@ -230,9 +231,7 @@ def strategies_evaluate(
             metrics = ranking_metrics(groups, y, scores, k=k)
             top = np.lexsort((rng.random(scores.shape[0]), -scores))[:k]
             top = top[np.isfinite(scores[top])]
-            hits = mutual.contains(
-                np.full(top.shape[0], user_id), store.user_id[allowed[top]]
-            )
+            hits = is_mutual[top]
             per_viewer[name].append(
                 (
                     metrics[keys[0]],
@@ -311,8 +310,8 @@ def strategies_evaluate(
             "viewers_ranked_among_everyone": len(cases),
             "mutual_pairs_formed_in_test": mutual.count,
             "ceiling": {
-                f"precision@{k}": float(np.mean([c[0] for c in ceiling])),
-                f"mutual@{k}": float(np.mean([c[1] for c in ceiling])),
+                f"precision@{k}": float(np.mean(ceiling_likes)),
+                f"mutual@{k}": float(np.mean(ceiling_mutual)),
             },
             "ranking_model_type": fitted.model.model_type,
             "reciprocal_weight": float(getattr(fitted.model, "reciprocal_weight", 1.0)),

@@ -78,11 +78,11 @@ def comparison_lines(report: dict) -> list[str]:
 def ceiling_line(report: dict) -> str:
     """What a perfect ranking among everyone would reach on these viewers."""
     k, ceiling = report["k"], report["counts"]["ceiling"]
+    precision, mutual = ceiling[f"precision@{k}"], ceiling[f"mutual@{k}"]
     return (
-        f"A perfect ranking would reach precision@{k} "
-        f"{ceiling[f'precision@{k}']:.3f} and mutual@{k} {ceiling[f'mutual@{k}']:.3f}"
-        " (each viewer's top "
-        f"{k} filled with their held-out likes, mutual ones first)."
+        f"A perfect ranking would reach precision@{k} {precision:.3f} and "
+        f"mutual@{k} {mutual:.3f} (each viewer's top {k} filled with their "
+        "held-out likes, mutual ones first)."
     )
 
 
@@ -106,8 +106,7 @@ def report_markdown(report: dict, *, title: str, chart: str | None = None) -> st
             f" The order {counts['serving_order']!r} beat the model on validation,"
             " so the served pipeline ranks its candidates by that order."
         )
-    if "ceiling" in counts:
-        lines[-1] += " " + ceiling_line(report)
+    lines[-1] += " " + ceiling_line(report)
     lines.append("")
     for protocol, heading in (
         ("everyone", "Ranked among everyone the strategy may recommend"),
