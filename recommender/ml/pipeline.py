@@ -208,7 +208,7 @@ def train_ranking_stage(
        window's viewers validate: model selection by NDCG@k per viewer,
        calibration, and the reciprocal weight (:func:`default_reciprocal_weight`
        unless another of ``RECIPROCAL_WEIGHTS`` beats it beyond doubt on NDCG@k
-       of likes plus NDCG@k of mutual likes, :func:`clear_winner`); the model
+       of likes plus NDCG@k of mutual likes, :func:`guarded_choice`); the model
        fits on the other rows, keeping a seeded ``negative_share`` of their
        negatives.
     3. Holdout: the state rebuilt at ``t_holdout``; the served scores of the
@@ -313,25 +313,18 @@ def train_ranking_stage(
         for weight in RECIPROCAL_WEIGHTS
     }
     choice = {weight: _objective(viewers) for weight, viewers in by_weight.items()}
-    default_weight = default_reciprocal_weight(valid)
-    weight_advantages = {
-        weight: objective_advantage(by_weight[default_weight], viewers, seed=seed)
-        for weight, viewers in by_weight.items()
-        if weight != default_weight
-    }
-    model.reciprocal_weight = float(
-        clear_winner(weight_advantages, default=default_weight)
+    weight, weight_advantages = guarded_choice(
+        by_weight, default=default_reciprocal_weight(valid), seed=seed
     )
+    model.reciprocal_weight = float(weight)
     served = by_weight[model.reciprocal_weight]
     by_order = {
         order: parts(baseline_scores(order, valid.forward)) for order in BASELINE_ORDERS
     }
     orders = {order: _objective(viewers) for order, viewers in by_order.items()}
-    advantages = {
-        order: objective_advantage(served, viewers, seed=seed)
-        for order, viewers in by_order.items()
-    }
-    model.order = clear_winner(advantages, default=MODEL_ORDER)
+    model.order, advantages = guarded_choice(
+        {MODEL_ORDER: served, **by_order}, default=MODEL_ORDER, seed=seed
+    )
     # NDCG@k of likes alone, beside random and the simple orders.
     random = np.random.default_rng(seed).random(valid.p)
     validation = {
@@ -458,6 +451,20 @@ def objective_advantage(
     draws = rng.multinomial(viewers, np.full(viewers, 1.0 / viewers), size=resamples)
     lower = float(np.percentile(objective(draws.astype(np.float64)), 2.5))
     return advantage, lower
+
+
+def guarded_choice(parts: dict, *, default, seed: int) -> tuple[object, dict]:
+    """(choice, advantages): of the options in ``parts`` (each one's
+    :func:`_objective_by_viewer` parts on the same validation viewers), ``default``
+    unless another beat it beyond doubt (:func:`clear_winner`), and every other
+    option's (advantage, lower bound) over the default
+    (:func:`objective_advantage`)."""
+    advantages = {
+        option: objective_advantage(parts[default], viewers, seed=seed)
+        for option, viewers in parts.items()
+        if option != default
+    }
+    return clear_winner(advantages, default=default), advantages
 
 
 def clear_winner(advantages: dict, *, default):

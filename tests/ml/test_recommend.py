@@ -13,6 +13,7 @@ from recommender.ml.features import PAIR_FEATURE_NAMES
 from recommender.ml.pipeline import (
     clear_winner,
     default_reciprocal_weight,
+    guarded_choice,
     objective_advantage,
 )
 from recommender.ml.ranking import predict_scores, train_ranking
@@ -101,9 +102,8 @@ def test_a_simple_order_serves_only_when_it_beat_the_model_beyond_doubt():
     better = model + 0.05
     advantage, lower = objective_advantage(model, better, seed=0)
     assert advantage == pytest.approx(0.10) and lower > 0
-    assert clear_winner(
-        {"liked_you_then_popularity": (advantage, lower)}, default="model"
-    ) == ("liked_you_then_popularity")
+    clear = {"liked_you_then_popularity": (advantage, lower)}
+    assert clear_winner(clear, default="model") == "liked_you_then_popularity"
 
     # Ahead on average, but by noise: viewers split both ways.
     noisy = model + rng.normal(0.01, 0.2, size=model.shape)
@@ -119,6 +119,21 @@ def test_a_simple_order_serves_only_when_it_beat_the_model_beyond_doubt():
     # Two clear winners: the larger advantage.
     both = {"popularity": (0.02, 0.01), "liked_you_then_popularity": (0.05, 0.01)}
     assert clear_winner(both, default="model") == "liked_you_then_popularity"
+    # The same from the parts: every other option weighed against the default.
+    choice, advantages = guarded_choice(
+        {"model": model, "popularity": noisy, "liked_you_then_popularity": better},
+        default="model",
+        seed=0,
+    )
+    assert choice == "liked_you_then_popularity"
+    assert set(advantages) == {"popularity", "liked_you_then_popularity"}
+    assert advantages["liked_you_then_popularity"][0] == pytest.approx(0.10)
+    assert (
+        guarded_choice({"model": model, "popularity": noisy}, default="model", seed=0)[
+            0
+        ]
+        == "model"
+    )
 
 
 def test_the_other_side_counts_by_default_only_where_mutual_likes_happen():
