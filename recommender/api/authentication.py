@@ -2,9 +2,8 @@ from drf_spectacular.drainage import set_override
 from rest_framework.exceptions import ValidationError
 
 from accounts.authentication import ExpiringTokenAuthentication
-from config.api import query_integer
+from recommender.api.serializers import recommendation_limit
 from recommender.hits import recommendations_hit_get, token_pointer_set
-from recommender.selectors import DEFAULT_LIMIT, MAX_LIMIT
 
 
 class RecommendationHitAuthentication(ExpiringTokenAuthentication):
@@ -33,9 +32,7 @@ class RecommendationHitAuthentication(ExpiringTokenAuthentication):
         if request.method != "GET":
             return None
         try:
-            limit = query_integer(
-                request, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT
-            )
+            limit = recommendation_limit(request.query_params)
         except ValidationError:
             return None  # the view's 400, after authentication as before
         return recommendations_hit_get(

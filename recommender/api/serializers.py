@@ -16,14 +16,15 @@ class RecommendationQuerySerializer(serializers.Serializer):
     )
 
     def to_internal_value(self, data):
-        # As strict as ?page=: present but empty ("?limit="), or anything but plain
-        # digits, is a 400 naming it (the field above is the schema).
-        params = SimpleNamespace(query_params=data)
-        return {
-            "limit": query_integer(
-                params, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT
-            )
-        }
+        return {"limit": recommendation_limit(data)}
+
+
+def recommendation_limit(query_params) -> int:
+    """``?limit=`` of a recommendation request (the field above is its schema). As
+    strict as ?page=: present but empty ("?limit="), or anything but plain digits
+    from 1 to ``MAX_LIMIT``, raises a ValidationError naming it (a 400)."""
+    params = SimpleNamespace(query_params=query_params)
+    return query_integer(params, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
 
 
 # --- Output -----------------------------------------------------------------------
