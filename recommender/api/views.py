@@ -1,9 +1,10 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from accounts.authentication import ExpiringTokenAuthentication
 from recommender.api.authentication import RecommendationHitAuthentication
 from recommender.api.serializers import (
     RecommendationListOutputSerializer,
@@ -52,7 +53,10 @@ class RecommendationListApi(APIView):
 
     # The defaults (settings.REST_FRAMEWORK), except that a cache hit's token is
     # checked in the query that re-checks the hit (recommender.hits).
-    authentication_classes = [RecommendationHitAuthentication, SessionAuthentication]
+    authentication_classes = [
+        RecommendationHitAuthentication if cls is ExpiringTokenAuthentication else cls
+        for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    ]
 
     @extend_schema(
         parameters=[RecommendationQuerySerializer, *RESPONSE_HEADERS],

@@ -169,6 +169,17 @@ def test_a_bad_token_is_a_401(engine, api_client, viewer):
     assert api_client.get(URL).status_code == 401
 
 
+def test_a_signed_in_session_is_answered_as_a_token_is(engine, api_client, viewer):
+    # The endpoint swaps only the token authentication for its hit-checking one:
+    # the project's other ways in (the admin's session) still answer.
+    api_client.force_login(viewer)
+
+    response = api_client.get(URL, {"limit": 3})
+
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 3
+
+
 def test_a_staff_user_without_a_profile_gets_a_clear_404(engine, client_for, viewer):
     staff = UserFactory(is_staff=True)
 
