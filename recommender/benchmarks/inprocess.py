@@ -21,6 +21,7 @@ import io
 import pstats
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
@@ -75,18 +76,19 @@ def _get(application, token: str, limit: int) -> tuple[str, dict, bytes]:
     return answer["status"], answer["headers"], body
 
 
+def _answer(status: str, headers: dict) -> str:
+    """What a request got, as counted: ``"200 hit"``, ``"200 miss"``, ``"401 None"``."""
+    return f"{status.split()[0]} {headers.get('X-Cache')}"
+
+
 def hit_benchmark(params: HitParams, progress=print) -> dict:
     from config.wsgi import application
 
     tokens = member_tokens(count=params.members, seed=params.seed)
-    warm: dict[str, int] = {}
-    for token in tokens:
-        status, headers, _ = _get(application, token, params.limit)
-        key = f"{status.split()[0]} {headers.get('X-Cache')}"
-        warm[key] = warm.get(key, 0) + 1
-    progress(f"warm-up: {warm}")
+    warm = Counter(_answer(*_get(application, t, params.limit)[:2]) for t in tokens)
+    progress(f"warm-up: {dict(warm)}")
     profiler = cProfile.Profile() if params.profile else None
-    walls, cpus, caches = [], [], {}
+    walls, cpus, caches = [], [], Counter()
     for _ in range(params.rounds):
         for token in tokens:
             cpu, wall = time.thread_time(), time.perf_counter()
@@ -97,8 +99,9 @@ def hit_benchmark(params: HitParams, progress=print) -> dict:
                 profiler.disable()
             walls.append(time.perf_counter() - wall)
             cpus.append(time.thread_time() - cpu)
-            key = f"{status.split()[0]} {headers.get('X-Cache')}"
-            caches[key] = caches.get(key, 0) + 1
+            caches[_answer(status, headers)] += 1
+    caches = dict(caches)
+    load = load_average()
     if settings.REDIS_URL:  # the embedded mode wrote its impressions directly
         celery_queue_drop()
     cpu_stats = latency_stats(cpus)
@@ -106,7 +109,7 @@ def hit_benchmark(params: HitParams, progress=print) -> dict:
     progress(
         f"{len(walls)} requests {caches}: wall p50 {wall_stats['p50_ms']} "
         f"p95 {wall_stats['p95_ms']} ms, CPU mean {cpu_stats['mean_ms']} "
-        f"p50 {cpu_stats['p50_ms']} ms, load {load_average()}"
+        f"p50 {cpu_stats['p50_ms']} ms, load {load}"
     )
     section = {
         "kind": "hits",
@@ -119,7 +122,7 @@ def hit_benchmark(params: HitParams, progress=print) -> dict:
                     ", ".join(f"{k}: {v}" for k, v in sorted(caches.items())),
                     f"{wall_stats['p50_ms']:.3f} / {wall_stats['p95_ms']:.3f}",
                     f"{cpu_stats['mean_ms']:.3f} / {cpu_stats['p50_ms']:.3f}",
-                    str(load_average()),
+                    str(load),
                 ]
             ],
         ),
@@ -127,7 +130,7 @@ def hit_benchmark(params: HitParams, progress=print) -> dict:
         "answers": caches,
         "wall": wall_stats,
         "cpu": cpu_stats,
-        "load_average": load_average(),
+        "load_average": load,
     }
     if profiler is not None:
         out = io.StringIO()
