@@ -261,9 +261,8 @@ class CandidateRows:
     [p] user ids, ``row`` int64 [p] population rows, ``retrieved`` bool [p]
     (found by a candidate source; the others were shown to the viewer),
     ``passed_viewer`` bool [p] (the candidate had passed on the viewer at the
-    cut), ``candidate_active`` bool [p] (the candidate liked anyone in the label
-    window: what ``recommender.ml.activity`` learns) and ``group`` int64 [p] (one
-    per viewer and training window; default ``viewer``)."""
+    cut) and ``group`` int64 [p] (one per viewer and training window; default
+    ``viewer``)."""
 
     forward: np.ndarray
     backward: np.ndarray
@@ -273,7 +272,6 @@ class CandidateRows:
     row: np.ndarray
     retrieved: np.ndarray
     passed_viewer: np.ndarray
-    candidate_active: np.ndarray
     group: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -329,7 +327,6 @@ def candidate_rows(
     later_likes = np.unique(
         labels.actor[labels.is_positive] * KEY_SHIFT + labels.target[labels.is_positive]
     )
-    likers = np.unique(labels.actor[labels.is_positive])
     parts: list[tuple] = []
     total = 0
     for user_id in rng.permutation(viewers).tolist():
@@ -370,7 +367,6 @@ def candidate_rows(
                 rows,
                 retrieved,
                 np.isin(rows, context.signals.passers),
-                np.isin(population.store.user_id[rows], likers),
             )
         )
         total += rows.shape[0]
@@ -388,7 +384,6 @@ def candidate_rows(
         row=columns[5].astype(np.int64),
         retrieved=columns[6],
         passed_viewer=columns[7],
-        candidate_active=columns[8],
     )
 
 

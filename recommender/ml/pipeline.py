@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recommender.ml.activity import activity_fit
 from recommender.ml.cut import (
     DEFAULT_K,
     DEFAULT_MAX_TRAIN_ROWS,
@@ -53,7 +52,6 @@ from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
     MODEL_ORDER,
     baseline_scores,
-    candidate_activity,
     combine,
     served_scores,
 )
@@ -301,10 +299,8 @@ def train_ranking_stage(
         threads=threads,
         groups_valid=valid.group,
     )
-    model.activity = activity_fit(train.forward, train.candidate_active, seed=seed)
     p = predict_scores(model, np.vstack([valid.forward, valid.backward]))
     half = valid.p
-    p_backward = p[half:] * candidate_activity(model, valid.forward)
     liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
 
     def parts(scores: np.ndarray) -> np.ndarray:
@@ -312,7 +308,7 @@ def train_ranking_stage(
 
     by_weight = {
         weight: parts(
-            combine(p[:half], p_backward, weight, liked_viewer, valid.passed_viewer)
+            combine(p[:half], p[half:], weight, liked_viewer, valid.passed_viewer)
         )
         for weight in RECIPROCAL_WEIGHTS
     }
@@ -366,7 +362,6 @@ def train_ranking_stage(
         training_likes_retrieved=float(latest.y.sum() / max(training_likes, 1)),
         labelled_training_pairs=int(split.training_labels.m),
         reciprocal_weight=model.reciprocal_weight,
-        activity=_activity_metrics(model, valid),
         validation_ndcg=validation,
         candidate_rows=int(rows.p),
         reciprocal_weight_validation={str(w): v for w, v in choice.items()},
@@ -391,19 +386,6 @@ def train_ranking_stage(
         holdout_rows=rows_holdout,
         timings=timings,
     )
-
-
-def _activity_metrics(model: RankingModel, valid: CandidateRows) -> dict | None:
-    """The activity model's fit: the share of active candidates it learned from
-    and its AUC on the validation rows (None without one)."""
-    if model.activity is None:
-        return None
-    return {
-        "base_rate": model.activity.base_rate,
-        "validation_auc": roc_auc(
-            valid.candidate_active, candidate_activity(model, valid.forward)
-        ),
-    }
 
 
 GUARD_RESAMPLES = 2_000

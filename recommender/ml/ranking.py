@@ -24,7 +24,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recommender.ml.activity import ActivityModel
 from recommender.ml.features import FEATURE_VERSION, PAIR_FEATURE_NAMES
 from recommender.ml.metrics import log_loss, ndcg_at_k, roc_auc
 
@@ -50,10 +49,6 @@ class RankingModel:
     # "model", or a simple order served instead of the model because it ranked the
     # validation candidates better (recommender.ml.recommend.BASELINE_ORDERS).
     order: str = "model"
-    # p(the candidate likes anyone in the coming window), the factor the backward
-    # probability lacks (recommender.ml.activity); None = not fitted (older models,
-    # or training rows where every candidate acted or none did).
-    activity: ActivityModel | None = None
 
 
 def _candidates(seed: int) -> dict[str, object]:

@@ -275,10 +275,9 @@ def served_scores(
     (float32 [k, F] each): the model's probability each way, combined (:func:`combine`)
     with the model's reciprocal weight; whether the candidate liked the viewer is
     read from ``forward``, whether they passed on them is ``passed_viewer`` (bool
-    [k], None = nobody did); the backward probability is scaled by how likely the
-    candidate is to act at all (:func:`candidate_activity`). A model whose
-    ``order`` is one of ``BASELINE_ORDERS`` (the training stage found that order
-    better on validation) scores the pairs with :func:`baseline_scores` instead."""
+    [k], None = nobody did). A model whose ``order`` is one of ``BASELINE_ORDERS``
+    (the training stage found that order better on validation) scores the pairs
+    with :func:`baseline_scores` instead."""
     order = getattr(model, "order", MODEL_ORDER)
     if order != MODEL_ORDER:
         return baseline_scores(order, forward)
@@ -288,22 +287,11 @@ def served_scores(
         raise ValueError("ranking model returned non-finite scores")
     return combine(
         p[:k],
-        p[k:] * candidate_activity(model, forward),
+        p[k:],
         getattr(model, "reciprocal_weight", 1.0),
         forward[:, CANDIDATE_LIKED_VIEWER] > 0,
         passed_viewer,
     )
-
-
-def candidate_activity(model: RankingModel, forward: np.ndarray) -> np.ndarray:
-    """float64 [k]: p(the candidate likes anyone in the coming window) from the
-    forward rows (``recommender.ml.activity``), the factor that turns the ranking
-    model's backward p(c likes v | c active) into p(c likes v); 1 for a model
-    without an activity model."""
-    activity = getattr(model, "activity", None)
-    if activity is None:
-        return np.ones(forward.shape[0], dtype=np.float64)
-    return activity.predict(forward)
 
 
 def baseline_scores(order: str, forward: np.ndarray) -> np.ndarray:

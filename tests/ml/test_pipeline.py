@@ -165,10 +165,6 @@ def test_the_ranker_learns_who_is_chosen_among_the_served_candidates(stage):
         assert key in metrics
     assert metrics["baseline_random"]["auc"] == pytest.approx(0.5, abs=0.03)
     assert metrics["train_rows"] > 0 and metrics["validation_rows"] > 0
-    # Whether a candidate acts at all in the window is learned, well above chance.
-    assert result.model.activity is not None
-    assert 0 < metrics["activity"]["base_rate"] < 1
-    assert metrics["activity"]["validation_auc"] > 0.6
     # A fifth of the latest window's viewers validate, each counted once however
     # many candidate rows they have.
     latest = metrics["latest_window_viewers"]
@@ -300,13 +296,6 @@ def test_training_rows_are_served_candidates_and_unanswered_impressions():
     )
     # Not vacuous: some of the viewer's candidates had passed on them.
     assert rows.passed_viewer.any()
-    # Which candidates liked anyone in the window (the activity model's label),
-    # over the whole window's labels.
-    rows = candidate_rows(state, labels, max_viewers=5, max_rows=10_000, seed=0)
-    likers = labels.actor[labels.is_positive]
-    expected = np.isin(store.user_id[rows.row], likers)
-    assert rows.candidate_active.tolist() == expected.tolist()
-    assert 0 < expected.sum() < rows.p  # both kinds are there
 
 
 def test_scored_pairs_know_which_candidate_passed_on_the_viewer(stage):
