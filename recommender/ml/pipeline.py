@@ -32,6 +32,7 @@ from recommender.ml.cut import (
     cut_state,
     holdout_rows,
     labelled_pairs,
+    state_with_index,
     time_split,
 )
 from recommender.ml.data import InteractionArrays, MemberArrays
@@ -111,6 +112,9 @@ class RankingStageResult:
     evaluation's inputs and ``holdout_rows`` their feature rows, to score another
     model (e.g. the active one) on exactly the same rows with
     :func:`evaluate_ranking` without computing the features again.
+    ``everyone_rows`` are the served candidates of sampled holdout viewers at the
+    holdout cut, labelled by the holdout period (None when no holdout viewer has a
+    like serving could rank), for :func:`evaluate_everyone`.
     """
 
     model: RankingModel
@@ -119,6 +123,7 @@ class RankingStageResult:
     holdout: CutState
     holdout_pairs: Pairs
     holdout_rows: HoldoutRows
+    everyone_rows: CandidateRows | None = None
     timings: dict = field(default_factory=dict)
 
     def __iter__(self):
@@ -347,6 +352,17 @@ def train_ranking_stage(
     rows_holdout = holdout_rows(holdout, holdout_pairs)
     metrics = _holdout_metrics(model, holdout, rows_holdout, k=k, seed=seed)
     lap("holdout_evaluation")
+
+    report("holdout among everyone")
+    everyone_rows = _everyone_rows(
+        holdout, split.holdout_labels, members=members.n, seed=seed
+    )
+    metrics["holdout_everyone"] = (
+        evaluate_everyone(model, everyone_rows, k=k)
+        if everyone_rows is not None
+        else None
+    )
+    lap("holdout_everyone")
     metrics.update(
         model_type=model.model_type,
         feature_version=FEATURE_VERSION,
@@ -384,8 +400,56 @@ def train_ranking_stage(
         holdout=holdout,
         holdout_pairs=holdout_pairs,
         holdout_rows=rows_holdout,
+        everyone_rows=everyone_rows,
         timings=timings,
     )
+
+
+# The holdout ranked among everyone costs a pass over every member per viewer
+# (the same budget as the training viewers, at most this many).
+EVERYONE_MAX_VIEWERS = 400
+EVERYONE_MAX_ROWS = 400_000
+
+
+def _everyone_rows(
+    holdout: CutState, labels: InteractionArrays, *, members: int, seed: int
+) -> CandidateRows | None:
+    """The served candidates of sampled holdout viewers at the holdout cut
+    (exact search), labelled by the holdout period; None when there are none."""
+    viewers = min(
+        EVERYONE_MAX_VIEWERS, max(100, VIEWER_MEMBER_BUDGET // max(members, 1))
+    )
+    try:
+        return candidate_rows(
+            state_with_index(holdout, exact=True),
+            labels,
+            max_viewers=viewers,
+            max_rows=EVERYONE_MAX_ROWS,
+            seed=seed,
+        )
+    except ValueError:  # no holdout viewer with a like serving could rank
+        return None
+
+
+def evaluate_everyone(
+    model: RankingModel, rows: CandidateRows, *, k: int = DEFAULT_K
+) -> dict:
+    """How ``model`` ranks the holdout viewers' served candidates, the question
+    serving answers (who is chosen among everyone eligible), with the objective
+    that chose its reciprocal weight: ``{"objective", "ndcg@k", "mutual_ndcg@k",
+    "viewers"}`` (objective = mean NDCG@k of likes + mean NDCG@k of mutual likes
+    over the viewers). The auto-promotion gate compares two models on the same
+    ``rows`` with it."""
+    scores = served_scores(
+        model, rows.forward, rows.backward, passed_viewer=rows.passed_viewer
+    )
+    by_viewer = _objective_by_viewer(rows, scores, k)
+    return {
+        "objective": _objective(by_viewer),
+        f"ndcg@{k}": _mean(by_viewer[0]),
+        f"mutual_ndcg@{k}": _mean(by_viewer[1]),
+        "viewers": int(by_viewer.shape[1]),
+    }
 
 
 GUARD_RESAMPLES = 2_000

@@ -23,12 +23,17 @@ AUTO_PROMOTION_ACTOR = "auto-promotion"
 
 def compare_with_active(result) -> dict:
     """Score the new model and the active ranking version on the same holdout (same
-    pairs, feature store and embeddings).
+    viewers, pairs, feature store and embeddings).
 
-    The new version "beats" the active one when its holdout NDCG@10 is higher, or
-    equal with a higher AUC. With no active version there is nothing to beat; an
-    active version that cannot be scored (other feature version, unreadable
-    artifact) is not beaten automatically: a person decides.
+    What decides is the question serving answers: how each model ranks the
+    holdout viewers' served candidates among everyone eligible (``everyone``:
+    NDCG@10 of likes plus NDCG@10 of mutual likes, ``pipeline.evaluate_everyone``),
+    then, on a tie or where no holdout viewer could be ranked, the NDCG@10 and AUC
+    of like vs dislike among the rated holdout pairs. A model that only tells a
+    like from a dislike once a pair was shown must not replace one that finds who
+    gets chosen. With no active version there is nothing to beat; an active
+    version that cannot be scored (other feature version, unreadable artifact) is
+    not beaten automatically: a person decides.
     """
     from recommender.ml import pipeline
 
@@ -36,7 +41,20 @@ def compare_with_active(result) -> dict:
         scores = pipeline.evaluate_ranking(
             model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
         )
-        return {key: scores.get(key) for key in ("auc", "ndcg@10")}
+        everyone = None
+        if getattr(result, "everyone_rows", None) is not None:
+            everyone = pipeline.evaluate_everyone(model, result.everyone_rows)
+            everyone = everyone["objective"]
+        return {
+            "everyone": everyone,
+            **{key: scores.get(key) for key in ("auc", "ndcg@10")},
+        }
+
+    def rank(scores: dict) -> tuple:
+        return tuple(
+            float("-inf") if scores[key] is None else scores[key]
+            for key in ("everyone", "ndcg@10", "auc")
+        )
 
     new = holdout_scores(result.model)
     active = model_get_active(kind=ModelKind.RANKING)
@@ -59,7 +77,7 @@ def compare_with_active(result) -> dict:
             "beats_active": False,
             "reason": f"active version not comparable: {error}",
         }
-    beats = (new["ndcg@10"], new["auc"]) > (old["ndcg@10"], old["auc"])
+    beats = rank(new) > rank(old)
     return {
         "active_version": active.version,
         "new": new,
@@ -100,9 +118,8 @@ def _gate_reason(gate: dict) -> str:
     if gate.get("active_version") is None:
         return "no active ranking version"
     return (
-        f"holdout NDCG@10/AUC new {gate.get('new')} vs active "
-        f"v{gate.get('active_version')} {gate.get('active')}"
-        + (f" ({gate['reason']})" if gate.get("reason") else "")
+        f"holdout new {gate.get('new')} vs active v{gate.get('active_version')} "
+        f"{gate.get('active')}" + (f" ({gate['reason']})" if gate.get("reason") else "")
     )
 
 

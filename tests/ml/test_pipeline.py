@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from recommender.ml.cut import (
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
 from recommender.ml.pipeline import (
     HOLDOUT_MAX_VIEWERS,
+    evaluate_everyone,
     evaluate_ranking,
     json_safe,
     train_ranking_stage,
@@ -204,6 +206,30 @@ def test_evaluate_ranking_reproduces_the_stage_metrics(stage):
     assert again["auc"] == pytest.approx(metrics["auc"])
     assert again["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
     assert again["rows"] == metrics["holdout_rows"]
+
+
+def test_the_holdout_is_also_ranked_among_everyone(stage):
+    """The gate's first measure: the holdout viewers' served candidates at the
+    holdout cut, labelled by the holdout period, ranked as serving ranks them."""
+    _, _, result = stage
+    rows = result.everyone_rows
+    measured = result.metrics["holdout_everyone"]
+    assert rows is not None and measured["viewers"] > 20
+    # Every viewer liked someone in the holdout period; the rows are theirs.
+    holdout = result.split.holdout_labels
+    assert set(rows.viewer.tolist()) <= set(holdout.actor[holdout.is_positive].tolist())
+    assert rows.y.any() and rows.mutual.any()
+
+    again = evaluate_everyone(result.model, rows)
+    assert again == pytest.approx(measured)
+    assert again["objective"] == pytest.approx(
+        again["ndcg@10"] + again["mutual_ndcg@10"]
+    )
+    # It scores whatever the model serves: a popularity order, on the same rows,
+    # scores differently (and here worse: the model learned more than that).
+    popular = dataclasses.replace(result.model, order="popularity")
+    assert evaluate_everyone(popular, rows)["objective"] < again["objective"]
+    assert again["ndcg@10"] > 0.1
 
 
 def test_a_second_model_is_scored_on_the_stage_rows_without_new_features(

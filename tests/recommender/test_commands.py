@@ -120,7 +120,14 @@ def test_auto_promotion_promotes_a_version_that_beats_the_active_one(
 ):
     settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
     _call("train_models")
-    scores = iter([{"auc": 0.72, "ndcg@10": 0.61}, {"auc": 0.71, "ndcg@10": 0.6}])
+    # Among everyone the new model ranks better; among the rated pairs it is
+    # worse (the new model is scored first, by the stage and then by the gate):
+    # ranking among everyone decides.
+    everyone = iter([{"objective": 0.31}, {"objective": 0.31}, {"objective": 0.3}])
+    scores = iter([{"auc": 0.7, "ndcg@10": 0.5}, {"auc": 0.71, "ndcg@10": 0.6}])
+    monkeypatch.setattr(
+        "recommender.ml.pipeline.evaluate_everyone", lambda *a, **k: next(everyone)
+    )
     monkeypatch.setattr(
         "recommender.ml.pipeline.evaluate_ranking", lambda *a, **k: next(scores)
     )
@@ -155,9 +162,15 @@ def test_auto_promotion_keeps_an_active_version_that_scores_better(
     settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
     _call("train_models")
     first_ranking = MLModel.objects.get(kind=ModelKind.RANKING, is_active=True)
-    # On the new holdout the active version does better than the new one (the new
-    # model is scored first).
-    scores = iter([{"auc": 0.7, "ndcg@10": 0.5}, {"auc": 0.71, "ndcg@10": 0.6}])
+    # On the new holdout the active version ranks better among everyone, while
+    # the new one tells likes from dislikes better among the rated pairs (the new
+    # model is scored first, by the stage and then by the gate): the active one
+    # stays.
+    everyone = iter([{"objective": 0.3}, {"objective": 0.3}, {"objective": 0.32}])
+    scores = iter([{"auc": 0.72, "ndcg@10": 0.7}, {"auc": 0.71, "ndcg@10": 0.6}])
+    monkeypatch.setattr(
+        "recommender.ml.pipeline.evaluate_everyone", lambda *a, **k: next(everyone)
+    )
     monkeypatch.setattr(
         "recommender.ml.pipeline.evaluate_ranking", lambda *a, **k: next(scores)
     )
@@ -167,6 +180,8 @@ def test_auto_promotion_keeps_an_active_version_that_scores_better(
     second = TrainingRun.objects.order_by("-pk").first()
     assert second.summary["ranking_gate"]["beats_active"] is False
     assert second.summary["ranking_gate"]["active"]["ndcg@10"] == 0.6
+    assert second.summary["ranking_gate"]["active"]["everyone"] == 0.32
+    assert second.summary["ranking_gate"]["new"]["everyone"] == 0.3
     assert second.summary["ranking_gate"]["active_version"] == first_ranking.version
     assert MLModel.objects.get(kind=ModelKind.RANKING, is_active=True) == first_ranking
     assert MLModel.objects.get(kind=ModelKind.RANKING, version=2).is_active is False
