@@ -43,9 +43,15 @@ from recommender.ml.features import (
 from recommender.ml.metrics import (
     log_loss,
     ndcg_at_k,
-    ndcg_by_group,
     ranking_metrics,
     roc_auc,
+)
+from recommender.ml.objective import (
+    evaluate_everyone,
+    guarded_choice,
+    mean_counted,
+    objective,
+    objective_by_viewer,
 )
 from recommender.ml.ranking import RankingModel, predict_scores, train_ranking
 from recommender.ml.recommend import (
@@ -309,7 +315,7 @@ def train_ranking_stage(
     liked_viewer = valid.forward[:, CANDIDATE_LIKED_VIEWER] > 0
 
     def parts(scores: np.ndarray) -> np.ndarray:
-        return _objective_by_viewer(valid, scores, k)
+        return objective_by_viewer(valid, scores, k)
 
     by_weight = {
         weight: parts(
@@ -317,7 +323,7 @@ def train_ranking_stage(
         )
         for weight in RECIPROCAL_WEIGHTS
     }
-    choice = {weight: _objective(viewers) for weight, viewers in by_weight.items()}
+    choice = {weight: objective(viewers) for weight, viewers in by_weight.items()}
     weight, weight_advantages = guarded_choice(
         by_weight, default=default_reciprocal_weight(valid), seed=seed
     )
@@ -326,16 +332,16 @@ def train_ranking_stage(
     by_order = {
         order: parts(baseline_scores(order, valid.forward)) for order in BASELINE_ORDERS
     }
-    orders = {order: _objective(viewers) for order, viewers in by_order.items()}
+    orders = {order: objective(viewers) for order, viewers in by_order.items()}
     model.order, advantages = guarded_choice(
         {MODEL_ORDER: served, **by_order}, default=MODEL_ORDER, seed=seed
     )
     # NDCG@k of likes alone, beside random and the simple orders.
     random = np.random.default_rng(seed).random(valid.p)
     validation = {
-        "model": _mean(served[0]),
+        "model": mean_counted(served[0]),
         "random": ndcg_at_k(valid.group, valid.y, random, k),
-        **{order: _mean(viewers[0]) for order, viewers in by_order.items()},
+        **{order: mean_counted(viewers[0]) for order, viewers in by_order.items()},
     }
     model.hyperparameters["reciprocal_weight"] = model.reciprocal_weight
     model.hyperparameters["order"] = model.order
@@ -435,54 +441,6 @@ def _everyone_rows(
         return None
 
 
-def evaluate_everyone(
-    model: RankingModel, rows: CandidateRows, *, k: int = DEFAULT_K
-) -> dict:
-    """How ``model`` ranks the holdout viewers' served candidates, the question
-    serving answers (who is chosen among everyone eligible), with the objective
-    that chose its reciprocal weight: ``{"objective", "ndcg@k", "mutual_ndcg@k",
-    "viewers"}`` (objective = mean NDCG@k of likes + mean NDCG@k of mutual likes
-    over the viewers). The auto-promotion gate compares two models on the same
-    ``rows`` with it."""
-    scores = served_scores(
-        model, rows.forward, rows.backward, passed_viewer=rows.passed_viewer
-    )
-    by_viewer = _objective_by_viewer(rows, scores, k)
-    return {
-        "objective": _objective(by_viewer),
-        f"ndcg@{k}": _mean(by_viewer[0]),
-        f"mutual_ndcg@{k}": _mean(by_viewer[1]),
-        "viewers": int(by_viewer.shape[1]),
-    }
-
-
-GUARD_RESAMPLES = 2_000
-
-
-def _objective_by_viewer(rows: CandidateRows, scores: np.ndarray, k: int) -> np.ndarray:
-    """float64 [2, G]: each validation viewer's NDCG@k of likes and of mutual likes
-    under ``scores`` (nan where the viewer has none): the parts of the objective
-    that chooses the reciprocal weight."""
-    return np.vstack(
-        [
-            ndcg_by_group(rows.group, rows.y, scores, k),
-            ndcg_by_group(rows.group, rows.mutual, scores, k),
-        ]
-    )
-
-
-def _mean(values: np.ndarray) -> float:
-    """Mean of the non-nan values; nan when there are none (no warning)."""
-    counted = ~np.isnan(values)
-    return float(values[counted].mean()) if counted.any() else float("nan")
-
-
-def _objective(viewers: np.ndarray) -> float:
-    """The validation objective from :func:`_objective_by_viewer`'s parts: mean
-    NDCG@k of likes plus mean NDCG@k of mutual likes (0 when nobody had one)."""
-    return _mean(viewers[0]) + np.nan_to_num(_mean(viewers[1]))
-
-
 def default_reciprocal_weight(rows: CandidateRows) -> float:
     """The reciprocal weight that serves unless another wins beyond doubt:
     ``DEFAULT_RECIPROCAL_WEIGHT`` where some of ``rows`` (validation) are mutual
@@ -490,63 +448,6 @@ def default_reciprocal_weight(rows: CandidateRows) -> float:
     if rows.mutual.any():
         return DEFAULT_RECIPROCAL_WEIGHT
     return ONE_SIDED_RECIPROCAL_WEIGHT
-
-
-def objective_advantage(
-    base: np.ndarray, other: np.ndarray, *, seed: int, resamples: int = GUARD_RESAMPLES
-) -> tuple[float, float]:
-    """(advantage, lower bound): how much higher ``other``'s validation objective
-    is than ``base``'s — mean NDCG@k of likes plus mean NDCG@k of mutual likes,
-    each over the viewers who have some, from the parts of
-    :func:`_objective_by_viewer` ([2, G] each, the same viewers) — and the 2.5th
-    percentile of that difference over a paired bootstrap of the viewers."""
-    diff = other - base  # nan where the viewer has no like (or no mutual like)
-    counted = ~np.isnan(diff)
-    diff = np.nan_to_num(diff)
-
-    def objective(weights: np.ndarray) -> np.ndarray:
-        # weights [B, G]: how often each viewer is drawn; a part nobody drawn has
-        # counts as 0, as the objective's nan_to_num does.
-        sums = weights @ (diff * counted).T  # [B, 2]
-        counts = weights @ counted.T.astype(np.float64)
-        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).sum(1)
-
-    viewers = diff.shape[1]
-    if viewers == 0:
-        return 0.0, 0.0
-    advantage = float(objective(np.ones((1, viewers)))[0])
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(viewers, np.full(viewers, 1.0 / viewers), size=resamples)
-    lower = float(np.percentile(objective(draws.astype(np.float64)), 2.5))
-    return advantage, lower
-
-
-def guarded_choice(parts: dict, *, default, seed: int) -> tuple[object, dict]:
-    """(choice, advantages): of the options in ``parts`` (each one's
-    :func:`_objective_by_viewer` parts on the same validation viewers), ``default``
-    unless another beat it beyond doubt (:func:`clear_winner`), and every other
-    option's (advantage, lower bound) over the default
-    (:func:`objective_advantage`)."""
-    advantages = {
-        option: objective_advantage(parts[default], viewers, seed=seed)
-        for option, viewers in parts.items()
-        if option != default
-    }
-    return clear_winner(advantages, default=default), advantages
-
-
-def clear_winner(advantages: dict, *, default):
-    """The default choice, unless an alternative beat it on validation beyond
-    doubt — the lower bound of its advantage (:func:`objective_advantage`) above
-    zero — then the one with the largest advantage among those. A lead inside the
-    noise keeps the default: tens or hundreds of validation viewers cannot tell two
-    close choices apart. Serving's order (the model against ``BASELINE_ORDERS``:
-    the model carries what the simple orders cannot see) and the reciprocal weight
-    (:func:`default_reciprocal_weight` against the others) are chosen so."""
-    clear = {choice: a for choice, (a, lower) in advantages.items() if lower > 0}
-    if clear:
-        return max(clear, key=clear.get)
-    return default
 
 
 HOLDOUT_MAX_VIEWERS = 2_000

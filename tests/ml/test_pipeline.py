@@ -13,9 +13,9 @@ from recommender.ml.cut import (
     time_split,
 )
 from recommender.ml.data import KIND_CODES, InteractionArrays, from_synthetic
+from recommender.ml.objective import evaluate_everyone
 from recommender.ml.pipeline import (
     HOLDOUT_MAX_VIEWERS,
-    evaluate_everyone,
     evaluate_ranking,
     json_safe,
     train_ranking_stage,

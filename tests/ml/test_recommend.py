@@ -10,12 +10,12 @@ from recommender.ml import synthetic
 from recommender.ml.cut import cut_state, time_split
 from recommender.ml.data import from_synthetic
 from recommender.ml.features import PAIR_FEATURE_NAMES
-from recommender.ml.pipeline import (
+from recommender.ml.objective import (
     clear_winner,
-    default_reciprocal_weight,
     guarded_choice,
     objective_advantage,
 )
+from recommender.ml.pipeline import default_reciprocal_weight
 from recommender.ml.ranking import predict_scores, train_ranking
 from recommender.ml.recommend import (
     CANDIDATE_LIKED_VIEWER,
