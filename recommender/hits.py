@@ -70,10 +70,10 @@ _paused_until = 0.0
 
 @dataclass(frozen=True)
 class CheckedHit:
-    """A cache hit whose token was checked by the query that re-checked its page."""
+    """A cache hit whose token was checked by the query that re-checked its page
+    (for the request's ``?limit=``, parsed as the view parses it)."""
 
     token: Token
-    limit: int
     page: RecommendationPage
 
 
@@ -109,9 +109,9 @@ def recommendations_hit_get(
         entry=entry,
         limit=limit,
         request_id=request_id,
-        page_allowed=set(allowed),
+        page_allowed=set(allowed),  # the ARRAY(...) column: a list
     )
-    return CheckedHit(token=token, limit=limit, page=page)
+    return CheckedHit(token=token, page=page)
 
 
 def recommendations_hit_serve(*, hit: CheckedHit) -> RecommendationPage:

@@ -266,14 +266,14 @@ def _still_showable(
     """
     page = results[:limit]
     page_ids = {result["user_id"] for result in page}
-    if page_allowed is None:
-        page_allowed = recommendable_ids(viewer_id=viewer_id, user_ids=list(page_ids))
-    allowed = set(page_allowed)
+    allowed = page_allowed
+    if allowed is None:
+        allowed = recommendable_ids(viewer_id=viewer_id, user_ids=list(page_ids))
     if len(allowed) == len(page_ids):
         return page
     rest_ids = [result["user_id"] for result in results[limit:]]
     if rest_ids:
-        allowed |= recommendable_ids(viewer_id=viewer_id, user_ids=rest_ids)
+        allowed = allowed | recommendable_ids(viewer_id=viewer_id, user_ids=rest_ids)
     kept = [result for result in results if result["user_id"] in allowed][:limit]
     return [{**result, "rank": rank} for rank, result in enumerate(kept, start=1)]
 

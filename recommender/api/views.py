@@ -65,13 +65,16 @@ class RecommendationListApi(APIView):
     def get(self, request):
         query = RecommendationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        limit = query.validated_data["limit"]
+        # A hit checked during authentication answers the same ?limit=: both
+        # parse it with serializers.recommendation_limit.
         hit = getattr(request, "recommendation_hit", None)
-        if hit is not None and hit.limit == limit:
+        if hit is not None:
             page = recommendations_hit_serve(hit=hit)
         else:
             page = recommendations_serve(
-                user=request.user, limit=limit, request_id=request.request_id
+                user=request.user,
+                limit=query.validated_data["limit"],
+                request_id=request.request_id,
             )
         data = recommendation_list_data(page)
         return Response(data, headers=recommendation_headers(page))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from django.conf import settings
 
@@ -33,7 +34,9 @@ def compare_with_active(result) -> dict:
     like from a dislike once a pair was shown must not replace one that finds who
     gets chosen. With no active version there is nothing to beat; an active
     version that cannot be scored (other feature version, unreadable artifact) is
-    not beaten automatically: a person decides.
+    not beaten automatically: a person decides. The new model's figures are the
+    stage's own (``result.metrics``, measured on these very rows); only the active
+    version is scored here.
     """
     from recommender.ml import pipeline
 
@@ -42,21 +45,11 @@ def compare_with_active(result) -> dict:
             model, result.holdout, result.holdout_pairs, rows=result.holdout_rows
         )
         everyone = None
-        if getattr(result, "everyone_rows", None) is not None:
+        if result.everyone_rows is not None:
             everyone = pipeline.evaluate_everyone(model, result.everyone_rows)
-            everyone = everyone["objective"]
-        return {
-            "everyone": everyone,
-            **{key: scores.get(key) for key in ("auc", "ndcg@10")},
-        }
+        return _gate_scores(scores, everyone)
 
-    def rank(scores: dict) -> tuple:
-        return tuple(
-            float("-inf") if scores[key] is None else scores[key]
-            for key in ("everyone", "ndcg@10", "auc")
-        )
-
-    new = holdout_scores(result.model)
+    new = _gate_scores(result.metrics, result.metrics.get("holdout_everyone"))
     active = model_get_active(kind=ModelKind.RANKING)
     if active is None:
         return {"active_version": None, "new": new, "beats_active": True}
@@ -77,7 +70,7 @@ def compare_with_active(result) -> dict:
             "beats_active": False,
             "reason": f"active version not comparable: {error}",
         }
-    beats = rank(new) > rank(old)
+    beats = _gate_rank(new) > _gate_rank(old)
     return {
         "active_version": active.version,
         "new": new,
@@ -112,6 +105,28 @@ def auto_promote(run: TrainingRun) -> list[dict]:
             )
         )
     return decisions
+
+
+GATE_ORDER = ("everyone", "ndcg@10", "auc")
+
+
+def _gate_scores(holdout: dict, everyone: dict | None) -> dict:
+    """The gate's figures of one model: ``everyone``'s objective (None without
+    holdout viewers to rank), then the rated pairs' NDCG@10 and AUC."""
+    return {
+        "everyone": None if everyone is None else everyone["objective"],
+        **{key: holdout.get(key) for key in ("auc", "ndcg@10")},
+    }
+
+
+def _gate_rank(scores: dict) -> tuple:
+    """``scores`` in the gate's order of precedence; a missing (None or nan) figure
+    ranks last."""
+    values = (scores[key] for key in GATE_ORDER)
+    return tuple(
+        float("-inf") if value is None or math.isnan(value) else value
+        for value in values
+    )
 
 
 def _gate_reason(gate: dict) -> str:

@@ -115,21 +115,36 @@ def test_auto_promotion_off_leaves_new_versions_inactive(seeded, media, settings
     assert not ModelActivation.objects.exists()
 
 
+def _holdout_scores(monkeypatch, *, new: dict, active: dict) -> None:
+    """The holdout figures the next training run finds: ``new`` for the version it
+    trains (the stage's own metrics), ``active`` for the active version, which
+    the promotion gate scores on the same rows."""
+    from recommender.ml import pipeline
+
+    stage_metrics = pipeline._holdout_metrics
+    rated = ("auc", "ndcg@10")
+
+    def new_metrics(*args, **kwargs):
+        return {**stage_metrics(*args, **kwargs), **{k: new[k] for k in rated}}
+
+    everyone = iter([{"objective": new["everyone"]}, {"objective": active["everyone"]}])
+    monkeypatch.setattr(pipeline, "_holdout_metrics", new_metrics)
+    monkeypatch.setattr(pipeline, "evaluate_everyone", lambda *a, **k: next(everyone))
+    active_rated = {key: active[key] for key in rated}
+    monkeypatch.setattr(pipeline, "evaluate_ranking", lambda *a, **k: active_rated)
+
+
 def test_auto_promotion_promotes_a_version_that_beats_the_active_one(
     seeded, media, settings, monkeypatch
 ):
     settings.KINDRED = {**settings.KINDRED, "AUTO_PROMOTE": True}
     _call("train_models")
     # Among everyone the new model ranks better; among the rated pairs it is
-    # worse (the new model is scored first, by the stage and then by the gate):
-    # ranking among everyone decides.
-    everyone = iter([{"objective": 0.31}, {"objective": 0.31}, {"objective": 0.3}])
-    scores = iter([{"auc": 0.7, "ndcg@10": 0.5}, {"auc": 0.71, "ndcg@10": 0.6}])
-    monkeypatch.setattr(
-        "recommender.ml.pipeline.evaluate_everyone", lambda *a, **k: next(everyone)
-    )
-    monkeypatch.setattr(
-        "recommender.ml.pipeline.evaluate_ranking", lambda *a, **k: next(scores)
+    # worse: ranking among everyone decides.
+    _holdout_scores(
+        monkeypatch,
+        new={"everyone": 0.31, "auc": 0.7, "ndcg@10": 0.5},
+        active={"everyone": 0.3, "auc": 0.71, "ndcg@10": 0.6},
     )
 
     _call("train_models")
@@ -163,16 +178,12 @@ def test_auto_promotion_keeps_an_active_version_that_scores_better(
     _call("train_models")
     first_ranking = MLModel.objects.get(kind=ModelKind.RANKING, is_active=True)
     # On the new holdout the active version ranks better among everyone, while
-    # the new one tells likes from dislikes better among the rated pairs (the new
-    # model is scored first, by the stage and then by the gate): the active one
-    # stays.
-    everyone = iter([{"objective": 0.3}, {"objective": 0.3}, {"objective": 0.32}])
-    scores = iter([{"auc": 0.72, "ndcg@10": 0.7}, {"auc": 0.71, "ndcg@10": 0.6}])
-    monkeypatch.setattr(
-        "recommender.ml.pipeline.evaluate_everyone", lambda *a, **k: next(everyone)
-    )
-    monkeypatch.setattr(
-        "recommender.ml.pipeline.evaluate_ranking", lambda *a, **k: next(scores)
+    # the new one tells likes from dislikes better among the rated pairs: the
+    # active one stays.
+    _holdout_scores(
+        monkeypatch,
+        new={"everyone": 0.3, "auc": 0.72, "ndcg@10": 0.7},
+        active={"everyone": 0.32, "auc": 0.71, "ndcg@10": 0.6},
     )
 
     output = _call("train_models")
@@ -182,6 +193,7 @@ def test_auto_promotion_keeps_an_active_version_that_scores_better(
     assert second.summary["ranking_gate"]["active"]["ndcg@10"] == 0.6
     assert second.summary["ranking_gate"]["active"]["everyone"] == 0.32
     assert second.summary["ranking_gate"]["new"]["everyone"] == 0.3
+    assert second.summary["ranking_gate"]["new"]["ndcg@10"] == 0.7  # the stage's
     assert second.summary["ranking_gate"]["active_version"] == first_ranking.version
     assert MLModel.objects.get(kind=ModelKind.RANKING, is_active=True) == first_ranking
     assert MLModel.objects.get(kind=ModelKind.RANKING, version=2).is_active is False

@@ -208,11 +208,15 @@ def test_a_pointer_to_another_member_serves_nobody_elses_answer(
     assert int(redis_client().get(hits._pointer_key(mine.key))) == viewer.pk
 
 
-def test_pointers_hold_no_usable_token(cached, token):
+def test_pointers_hold_no_usable_token(cached, token, viewer):
     keys = [k.decode() for k in redis_client().scan_iter(match="*token-member*")]
 
-    assert len(keys) == 1
+    # One pointer, named by a digest of the token and holding the member's id:
+    # neither its key nor its value is the token.
+    assert keys == [hits._pointer_key(token.key)]
     assert token.key not in keys[0]
+    value = redis_client().get(keys[0])
+    assert int(value) == viewer.pk and token.key.encode() not in value
 
 
 def test_a_hit_still_leaves_out_whom_the_viewer_blocked_meanwhile(
